@@ -1,0 +1,53 @@
+# cfutures -- the two commands of the README, and a few more.
+#
+#   make            build (build/)
+#   make check      build and run every test: plain, ASan+UBSan, TSan
+#   make demo       build and run the demo (the article's three patterns)
+#   make bench      build and run the benchmarks (QUICK=1 for a short run)
+#   make install PREFIX=/usr/local
+#
+# Everything is CMake underneath; plain `cmake -B build && cmake --build
+# build && ctest --test-dir build` works too.
+
+PREFIX ?= /usr/local
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE ?= cmake
+CTEST ?= ctest
+CTEST_FLAGS ?= --output-on-failure -j$(JOBS)
+
+.PHONY: all build check check-plain check-asan check-tsan demo install bench clean
+
+all: build
+
+build:
+	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@$(CMAKE) --build build -j$(JOBS)
+
+check: check-plain check-asan check-tsan
+	@echo "make check: all test suites passed (plain, asan+ubsan, tsan)"
+
+check-plain: build
+	$(CTEST) --test-dir build $(CTEST_FLAGS)
+
+# ASan + UBSan with gcc.
+check-asan:
+	@$(CMAKE) -S . -B build-asan -DCF_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug -DCF_BUILD_EXAMPLES=OFF >/dev/null
+	@$(CMAKE) --build build-asan -j$(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(CTEST) --test-dir build-asan $(CTEST_FLAGS)
+
+# TSan with clang (which also proves the tree builds warning-free with clang).
+check-tsan:
+	@$(CMAKE) -S . -B build-tsan -DCF_SANITIZE=thread -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_BUILD_EXAMPLES=OFF >/dev/null
+	@$(CMAKE) --build build-tsan -j$(JOBS)
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  $(CTEST) --test-dir build-tsan $(CTEST_FLAGS)
+
+demo: build
+	./build/examples/demo --executor thread
+
+install: build
+	$(CMAKE) --install build --prefix $(PREFIX)
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,544 @@
+/*
+ * cfutures.h -- Python's concurrent.futures for C.
+ *
+ * Submit a function to an executor and get a future; wait on it with a
+ * timeout, cancel it, add callbacks, or collect many with cf_wait,
+ * cf_as_completed and cf_map.  Every executor runs the same task signature,
+ * so switching from threads to processes is a one-line change.
+ *
+ * Conventions used throughout this header
+ * ---------------------------------------
+ * - Status codes: functions that can fail return an int, CF_OK (0) or a
+ *   negative CF_E* code (see cf_status).  cf_strerror() names it.
+ *   Functions that return a pointer return NULL on failure and set the
+ *   calling thread's cf_last_error().
+ * - Timeouts are in seconds, as a double.  CF_FOREVER (+infinity) waits
+ *   without limit, 0 polls, a positive value waits at most that long.
+ *   A negative or NaN timeout is CF_EINVAL.
+ * - Ownership: a function that returns a new object (cf_future_new,
+ *   cf_submit*, cf_thread_pool, cf_as_completed_new, cf_map_*) gives the
+ *   caller one reference, which the caller gives back with the matching
+ *   release/free call.  Pointers handed out by accessors ("borrowed") stay
+ *   valid while the caller holds its reference to the owning object.
+ * - Thread safety: every function may be called from any thread, on the
+ *   same object concurrently, unless its comment says otherwise.
+ * - Blocking: only the functions documented as blocking ever sleep; none
+ *   busy-waits.
+ */
+#ifndef CFUTURES_H
+#define CFUTURES_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CF_API __attribute__((visibility("default")))
+#define CF_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CF_API
+#define CF_PRINTF(f, a)
+#endif
+
+#define CF_VERSION_MAJOR 0
+#define CF_VERSION_MINOR 1
+#define CF_VERSION_PATCH 0
+#define CF_VERSION_STRING "0.1.0"
+
+/** Runtime version of the library, "MAJOR.MINOR.PATCH". */
+CF_API const char *cf_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * X-macro table: name, value, message.  Each error code stands for one of
+ * the exceptions Python's concurrent.futures raises (named on the right).
+ */
+#define CF_STATUS_MAP(X)                                                      \
+    X(OK, 0, "success")                                                       \
+    X(ECANCELLED, -1, "future was cancelled")        /* CancelledError */     \
+    X(ETIMEDOUT, -2, "timed out")                    /* TimeoutError */       \
+    X(ETASK, -3, "task raised an error")             /* the task's raise */   \
+    X(EBROKEN, -4, "executor is broken")             /* BrokenExecutor */     \
+    X(ESHUTDOWN, -5, "executor has been shut down")  /* RuntimeError */       \
+    X(ESTATE, -6, "invalid state for this operation") /* InvalidStateError */ \
+    X(ECRASHED, -7, "worker crashed while running the task")                  \
+    X(ENOMEM, -8, "out of memory")                   /* MemoryError */        \
+    X(EINVAL, -9, "invalid argument")                /* ValueError/TypeError*/\
+    X(EFULL, -10, "executor queue is full")          /* (no Python peer) */   \
+    X(END, -11, "no more items")                     /* StopIteration */
+
+typedef enum cf_status {
+#define CF_STATUS_ENUM_(name, value, msg) CF_##name = value,
+    CF_STATUS_MAP(CF_STATUS_ENUM_)
+#undef CF_STATUS_ENUM_
+} cf_status;
+
+/** Message for a status code ("timed out"); never NULL, static storage. */
+CF_API const char *cf_strerror(int status);
+/** Name of a status code ("CF_ETIMEDOUT"); never NULL, static storage. */
+CF_API const char *cf_err_name(int status);
+/**
+ * Status of the last failed call on this thread that returned a pointer
+ * (NULL) instead of a status.  Thread-local; not reset by successful calls.
+ */
+CF_API int cf_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Timeouts                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/** Wait without a time limit (Python's timeout=None). */
+#define CF_FOREVER INFINITY
+
+/* ------------------------------------------------------------------------ */
+/* Futures                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** A future: the eventual result of a task.  Opaque, reference counted. */
+typedef struct cf_future cf_future;
+
+typedef enum cf_state {
+    CF_PENDING = 0,   /* not started yet; can be cancelled */
+    CF_RUNNING = 1,   /* a worker runs it (set_running_or_notify_cancel) */
+    CF_FINISHED = 2,  /* has a result or an error */
+    CF_CANCELLED = 3, /* cancelled before it ran */
+} cf_state;
+
+/**
+ * What a future ended with, when it did not return normally (see
+ * cf_exception).  `message` is owned by the future and is valid while the
+ * caller holds a reference to it.
+ */
+typedef struct cf_error {
+    int status;          /* CF_OK if the future returned normally, else
+                            CF_ETASK (the task raised), CF_ECRASHED,
+                            CF_EBROKEN, CF_ETIMEDOUT (task time limit), ... */
+    int code;            /* CF_ETASK: the code the task passed to cf_raise;
+                            CF_ECRASHED: the signal number, or exit status
+                            (see message); 0 otherwise */
+    const char *message; /* human-readable text, never NULL ("" if none) */
+} cf_error;
+
+/**
+ * A new standalone future in state PENDING, for code that completes it
+ * itself (the promise side, like instantiating concurrent.futures.Future).
+ * The caller owns one reference.  NULL on out of memory (cf_last_error()).
+ */
+CF_API cf_future *cf_future_new(void);
+
+/** Adds a reference.  Returns f.  f must be a live future. */
+CF_API cf_future *cf_future_retain(cf_future *f);
+
+/**
+ * Drops a reference; the last one frees the future.  NULL is ignored.
+ * Releasing a future does not cancel its task: an executor keeps its own
+ * reference until the task ends.  Never blocks.
+ */
+CF_API void cf_future_release(cf_future *f);
+
+/** Current state (a snapshot).  Never blocks. */
+CF_API cf_state cf_future_state(const cf_future *f);
+
+/**
+ * Attempts to cancel (Future.cancel).  Returns true if the future is now
+ * cancelled (it was pending, or already cancelled); false if it is running
+ * or finished.  A successful cancel wakes every thread blocked on the
+ * future and runs its done callbacks in the calling thread.
+ */
+CF_API bool cf_cancel(cf_future *f);
+/** True if the future was cancelled (Future.cancelled). */
+CF_API bool cf_cancelled(const cf_future *f);
+/** True while a worker runs the task (Future.running). */
+CF_API bool cf_running(const cf_future *f);
+/** True if finished or cancelled (Future.done). */
+CF_API bool cf_done(const cf_future *f);
+
+/**
+ * Waits for the future and returns its outcome (Future.result).
+ * Blocks up to `timeout` seconds.
+ *   CF_OK          the task returned; *data and *len (either may be NULL) point
+ *                  to the result bytes, owned by the future and valid while
+ *                  the caller holds a reference.  A task that returned
+ *                  nothing gives len 0 (and a non-NULL data pointer).
+ *   CF_ETIMEDOUT   not done within the timeout (the future is untouched);
+ *                  also when the task itself ran past its time limit
+ *                  (cf_task_opts.time_limit): cf_done() tells which
+ *   CF_ECANCELLED  the future was cancelled (also when cancelled while
+ *                  this call was waiting)
+ *   CF_ETASK, CF_ECRASHED, CF_EBROKEN, ...  the future ended with an error:
+ *                  cf_exception() gives its code and message
+ *   CF_EINVAL      f is NULL or the timeout is negative / NaN
+ * On a pool thread, waiting on a pending future of the same pool runs
+ * queued tasks of that pool meanwhile, so nested waits never deadlock.
+ */
+CF_API int cf_result(cf_future *f, double timeout, const void **data,
+                     size_t *len);
+/** cf_result for an int64 result (set by cf_return_i64 or 8 bytes).
+ *  CF_EINVAL if the result has another size. */
+CF_API int cf_result_i64(cf_future *f, double timeout, int64_t *out);
+/** cf_result for a double result (cf_return_f64 or 8 bytes). */
+CF_API int cf_result_f64(cf_future *f, double timeout, double *out);
+/** cf_result for a string result (cf_return_str); *out is borrowed,
+ *  NUL-terminated.  CF_EINVAL if the result is not NUL-terminated. */
+CF_API int cf_result_str(cf_future *f, double timeout, const char **out);
+
+/**
+ * Waits for the future and reports its error (Future.exception).
+ * Blocks up to `timeout` seconds.  Returns CF_OK once the future finished,
+ * with *err filled in: err->status is CF_OK if it returned normally, else
+ * the error it ended with.  Returns CF_ECANCELLED if cancelled,
+ * CF_ETIMEDOUT on timeout, CF_EINVAL on bad arguments (*err untouched
+ * unless CF_OK).
+ */
+CF_API int cf_exception(cf_future *f, double timeout, cf_error *err);
+
+/** A done callback: receives the future (borrowed; the library holds a
+ *  reference for the duration of the call) and the user's argument. */
+typedef void (*cf_done_fn)(cf_future *f, void *arg);
+
+/**
+ * Adds a callback run when the future finishes or is cancelled
+ * (Future.add_done_callback).  If the future is already done, runs it at
+ * once in the calling thread; otherwise it runs later in the thread that
+ * completes the future.  Callbacks run in registration order, with no
+ * library lock held: a callback may release futures, wait on other
+ * futures, submit work or shut an executor down.  Returns CF_OK, CF_EINVAL
+ * (NULL f or fn) or CF_ENOMEM (the callback will not run).
+ */
+CF_API int cf_add_done_callback(cf_future *f, cf_done_fn fn, void *arg);
+
+/**
+ * A short description like Python's repr(future), for logs:
+ *   "<cf_future at 0x5581... state=finished returned i64 5050>"
+ *   "<cf_future at 0x5581... state=finished raised CF_ETASK(7): bad input>"
+ * Writes at most `size` bytes (NUL-terminated) into buf and returns buf.
+ */
+CF_API char *cf_describe(const cf_future *f, char *buf, size_t size);
+
+/* Promise side: completing a future yourself. */
+
+/**
+ * Marks a pending future running (Future.set_running_or_notify_cancel).
+ * Returns CF_OK if it is now RUNNING (go ahead and run the work),
+ * CF_ECANCELLED if it was cancelled (do not run the work), CF_ESTATE if it
+ * is already running or finished.
+ */
+CF_API int cf_set_running_or_notify_cancel(cf_future *f);
+
+/**
+ * Completes the future with a result (a copy of len bytes of data).
+ * Wakes waiters and runs callbacks in the calling thread.  CF_ESTATE if the
+ * future is already finished or cancelled (InvalidStateError), CF_ENOMEM.
+ */
+CF_API int cf_set_result(cf_future *f, const void *data, size_t len);
+CF_API int cf_set_result_i64(cf_future *f, int64_t v);
+CF_API int cf_set_result_f64(cf_future *f, double v);
+CF_API int cf_set_result_str(cf_future *f, const char *s);
+
+/**
+ * Completes the future with an error (Future.set_exception): the future's
+ * status becomes CF_ETASK with the given code and a printf-formatted
+ * message (fmt may be NULL).  CF_ESTATE if already finished or cancelled.
+ */
+CF_API int cf_set_exception(cf_future *f, int code, const char *fmt, ...)
+    CF_PRINTF(3, 4);
+
+/* ------------------------------------------------------------------------ */
+/* Tasks: one signature for every executor                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * The context of one running task.  Valid only inside the task function;
+ * owned by the executor.
+ */
+typedef struct cf_call cf_call;
+
+/**
+ * A task.  Reads its argument with cf_arg*, returns with cf_return*, or
+ * "raises" with cf_raise.  Returning without either gives an empty
+ * result (Python's None).  The same function runs on every executor.
+ */
+typedef void (*cf_task_fn)(cf_call *call);
+
+/** The argument bytes (borrowed, valid during the task); *len may be NULL. */
+CF_API const void *cf_arg(cf_call *c, size_t *len);
+/** The argument as an int64 (0 if it is not 8 bytes long). */
+CF_API int64_t cf_arg_i64(cf_call *c);
+/** The argument as a double (0.0 if it is not 8 bytes long). */
+CF_API double cf_arg_f64(cf_call *c);
+/** The argument as a string ("" if it is not NUL-terminated). */
+CF_API const char *cf_arg_str(cf_call *c);
+
+/**
+ * Sets the task's result to a copy of len bytes.  Results of up to 16
+ * bytes live inside the future (no allocation).  Calling it again replaces
+ * the earlier result.  Returns CF_OK or CF_ENOMEM.
+ */
+CF_API int cf_return(cf_call *c, const void *data, size_t len);
+CF_API int cf_return_i64(cf_call *c, int64_t v);
+CF_API int cf_return_f64(cf_call *c, double v);
+CF_API int cf_return_str(cf_call *c, const char *s);
+
+/**
+ * The task "raises": its future ends with CF_ETASK, this code and a
+ * printf-formatted message, which reach the caller intact through
+ * cf_exception().  Overrides any cf_return.  The task should return after
+ * it.  Returns CF_OK (or CF_ENOMEM; the error is still recorded).
+ */
+CF_API int cf_raise(cf_call *c, int code, const char *fmt, ...)
+    CF_PRINTF(3, 4);
+
+/**
+ * True once someone asked the running task to stop (cf_request_cancel).
+ * Long tasks check it now and then and return early.  Never blocks.
+ */
+CF_API bool cf_cancel_requested(cf_call *c);
+
+/**
+ * Cooperative cancellation: cancels the future if it is still pending (as
+ * cf_cancel), and otherwise raises a flag that its running task sees
+ * through cf_cancel_requested().  The task decides how to end.  Returns
+ * true if the future is now cancelled, false if the request was only
+ * flagged (running) or came too late (finished).
+ */
+CF_API bool cf_request_cancel(cf_future *f);
+
+/* ------------------------------------------------------------------------ */
+/* Executors                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/** An executor (thread pool, process pool, MPI pool).  Opaque. */
+typedef struct cf_executor cf_executor;
+
+/** Options of a thread pool.  Zero-initialise; every zero means default. */
+typedef struct cf_thread_pool_opts {
+    /** Maximum threads; 0 means min(32, CPUs + 4), as Python. */
+    int max_workers;
+    /** Threads are named "<prefix>_<N>" (cut to 15 bytes, the kernel's
+     *  limit); NULL means "cf_thread". */
+    const char *thread_name_prefix;
+    /** Runs once at the start of each worker thread.  A non-zero return
+     *  breaks the pool: every pending future ends with CF_EBROKEN and
+     *  further submits fail with CF_EBROKEN (BrokenThreadPool). */
+    int (*initializer)(void *initarg);
+    void *initarg;
+    /** Maximum tasks waiting in the queue (not counting running ones);
+     *  0 means unbounded.  When full, submit blocks until there is room,
+     *  or fails with CF_EFULL if fail_when_full is set (or the submit
+     *  passes CF_NOWAIT). */
+    size_t max_queued;
+    bool fail_when_full;
+} cf_thread_pool_opts;
+
+/**
+ * Creates a thread pool (ThreadPoolExecutor).  opts may be NULL (defaults).
+ * Threads start lazily, on submit, when no idle thread can take the task,
+ * and are reused when idle.  NULL on error (cf_last_error(): CF_EINVAL for
+ * max_workers < 0, CF_ENOMEM).  Free with cf_executor_free.
+ */
+CF_API cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts);
+
+/** Submit flags (cf_task_opts.flags). */
+enum {
+    /** Thread pool: do not copy the argument; the caller keeps the buffer
+     *  alive and unchanged until the future is done.  Other executors
+     *  copy anyway. */
+    CF_BORROW_ARG = 1u << 0,
+    /** Fail with CF_EFULL instead of blocking when the queue is full. */
+    CF_NOWAIT = 1u << 1,
+};
+
+/** Per-task options for cf_submit_ex.  Zero-initialise. */
+typedef struct cf_task_opts {
+    unsigned flags;   /* CF_BORROW_ARG, CF_NOWAIT */
+    double time_limit; /* seconds the task may run; 0 = none (process pool:
+                          the worker is killed and the future ends with
+                          CF_ETIMEDOUT) */
+    int retries;      /* process pool: re-run a task whose worker crashed
+                         up to this many times on fresh workers */
+} cf_task_opts;
+
+/**
+ * Schedules fn(arg) and returns its future (Executor.submit).  The
+ * executor copies len bytes of arg (unless CF_BORROW_ARG); arg may be NULL
+ * when len is 0.  The caller owns one reference to the returned future.
+ * Returns NULL on failure, with cf_last_error(): CF_ESHUTDOWN after
+ * shutdown, CF_EBROKEN if the pool is broken, CF_EFULL (see
+ * cf_thread_pool_opts), CF_EINVAL (NULL ex or fn), CF_ENOMEM.
+ * May block only when the queue is bounded and full.
+ */
+CF_API cf_future *cf_submit(cf_executor *ex, cf_task_fn fn, const void *arg,
+                            size_t len);
+CF_API cf_future *cf_submit_ex(cf_executor *ex, cf_task_fn fn,
+                               const void *arg, size_t len,
+                               const cf_task_opts *opts);
+/** One-liners: the argument is an int64, a double or a C string. */
+CF_API cf_future *cf_submit_i64(cf_executor *ex, cf_task_fn fn, int64_t v);
+CF_API cf_future *cf_submit_f64(cf_executor *ex, cf_task_fn fn, double v);
+CF_API cf_future *cf_submit_str(cf_executor *ex, cf_task_fn fn,
+                                const char *s);
+
+/**
+ * Shuts the executor down (Executor.shutdown).  Further submits fail with
+ * CF_ESHUTDOWN.  With cancel_futures, every task still queued is
+ * cancelled.  With wait, blocks until every running and queued task has
+ * ended and the workers have exited (a pool thread calling it for its own
+ * pool waits for the others only).  Safe to call more than once and from a
+ * done callback.  Returns CF_OK or CF_EINVAL.
+ */
+CF_API int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
+
+/**
+ * Shuts down (as cf_shutdown(ex, true, false) unless already shut down
+ * with cancel_futures) and frees the executor: what was queued still
+ * runs, so no future is left pending.  Futures outlive their executor.
+ * NULL is ignored.  Blocks until the workers have exited.
+ */
+CF_API void cf_executor_free(cf_executor *ex);
+
+/** Maximum number of workers of the executor. */
+CF_API int cf_executor_max_workers(const cf_executor *ex);
+
+/* ------------------------------------------------------------------------ */
+/* wait and as_completed                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef enum cf_return_when {
+    CF_FIRST_COMPLETED = 1, /* any future finished or cancelled */
+    CF_FIRST_EXCEPTION = 2, /* any finished with an error, or all done */
+    CF_ALL_COMPLETED = 3,   /* all finished or cancelled */
+} cf_return_when;
+
+/**
+ * Waits for futures (concurrent.futures.wait).  fs holds n futures from
+ * any executors, standalone ones too; a future listed twice counts once.
+ * Blocks until the return_when condition holds or the timeout expires.
+ * On return, done[0..*ndone) and not_done[0..*nnot_done) (each array has
+ * room for n; either may be NULL if not wanted) hold the distinct futures
+ * in input order, borrowed from fs.
+ * Returns CF_OK when the condition holds, CF_ETIMEDOUT when the timeout
+ * expired first (both sets are still filled), CF_EINVAL for a NULL fs with
+ * n > 0, a NULL entry, a bad timeout or return_when, CF_ENOMEM.  n == 0 is
+ * valid and returns at once, as in Python.  Never polls: costs O(n).
+ */
+CF_API int cf_wait(cf_future *const *fs, size_t n, double timeout,
+                   cf_return_when return_when, cf_future **done,
+                   size_t *ndone, cf_future **not_done, size_t *nnot_done);
+
+/** An as_completed iterator.  Use from one thread at a time. */
+typedef struct cf_as_completed cf_as_completed;
+
+/**
+ * Starts iterating over futures as they complete (as_completed).  Futures
+ * already done come first, in input order; duplicates are yielded once.
+ * The timeout counts for the whole iteration, from this call.  The
+ * iterator holds a reference to each future until it is freed.  NULL on
+ * error (cf_last_error(): CF_EINVAL, CF_ENOMEM).
+ */
+CF_API cf_as_completed *cf_as_completed_new(cf_future *const *fs, size_t n,
+                                            double timeout);
+/**
+ * Adds futures to a running iteration (duplicates of futures already in it
+ * are ignored).  Returns CF_OK, CF_EINVAL, CF_ENOMEM.
+ */
+CF_API int cf_as_completed_add(cf_as_completed *it, cf_future *const *fs,
+                               size_t n);
+/**
+ * Next completed future, blocking until one is done.  *out is borrowed
+ * (valid until the iterator is freed).  Returns CF_OK, CF_END when every
+ * future has been yielded, CF_ETIMEDOUT when the overall timeout expired
+ * first (iteration may go on if the caller wishes, with a zero timeout).
+ */
+CF_API int cf_as_completed_next(cf_as_completed *it, cf_future **out);
+/**
+ * Drains up to max futures that are done now, without blocking (the
+ * completion queue).  Returns how many were stored in out (borrowed), 0 if
+ * none is ready.
+ */
+CF_API size_t cf_as_completed_drain(cf_as_completed *it, cf_future **out,
+                                    size_t max);
+/** Number of futures not yet yielded. */
+CF_API size_t cf_as_completed_pending(const cf_as_completed *it);
+/** Frees the iterator: removes its waiters and drops its references. */
+CF_API void cf_as_completed_free(cf_as_completed *it);
+
+/* ------------------------------------------------------------------------ */
+/* map                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/** A map in progress (Executor.map's result iterator). One thread at a time. */
+typedef struct cf_map cf_map;
+
+/** Options of a map.  Zero-initialise; every zero means default. */
+typedef struct cf_map_opts {
+    /** Seconds for the whole map, counted from its creation; 0 = none. */
+    double timeout;
+    /** Items per task sent to a worker (process and MPI pools batch them
+     *  in one message); 0 means 1. */
+    size_t chunksize;
+    /** Items submitted ahead of the consumer (Python 3.14's buffersize).
+     *  0 means 4 x max_workers x chunksize; SIZE_MAX submits everything at
+     *  once, as Python without buffersize (over cf_map_gen, at most 65536
+     *  ahead). */
+    size_t buffersize;
+    /** Python fails fast: the first error ends the map (the rest is
+     *  cancelled).  With continue_on_error, cf_map_next reports the error
+     *  of item i and the map goes on with item i+1. */
+    bool continue_on_error;
+} cf_map_opts;
+
+/**
+ * Maps fn over n items of item_size bytes each, laid out contiguously in
+ * items (copied item by item as tasks are submitted; items must stay valid
+ * until cf_map_free).  NULL on error (cf_last_error()).
+ */
+CF_API cf_map *cf_map_array(cf_executor *ex, cf_task_fn fn, const void *items,
+                            size_t item_size, size_t n,
+                            const cf_map_opts *opts);
+/** cf_map_array over an int64 array. */
+CF_API cf_map *cf_map_i64(cf_executor *ex, cf_task_fn fn, const int64_t *items,
+                          size_t n, const cf_map_opts *opts);
+
+/**
+ * An input generator for cf_map_gen: stores the next item (borrowed until
+ * the next call) in *data / *len and returns 1, or returns 0 at the end.
+ * Called from the thread that calls cf_map_gen / cf_map_next.
+ */
+typedef int (*cf_input_fn)(void *ctx, const void **data, size_t *len);
+/** Maps fn over a lazily pulled input: only buffersize items are read
+ *  ahead of the consumer, so an endless input is fine. */
+CF_API cf_map *cf_map_gen(cf_executor *ex, cf_task_fn fn, cf_input_fn next,
+                          void *ctx, const cf_map_opts *opts);
+
+/**
+ * Takes the next result, in input order, blocking until it is done (or the
+ * map's timeout).  *out (may be NULL) is the item's future, borrowed until
+ * the next call or cf_map_free.  Returns the item's status: CF_OK, or the
+ * error it ended with (CF_ETASK, ...: see cf_exception on *out); CF_END
+ * when all items were taken; CF_ETIMEDOUT when the map's timeout expired.
+ * In fail-fast mode an error or timeout ends the map: the remaining items
+ * are cancelled and later calls return CF_END.
+ */
+CF_API int cf_map_next(cf_map *m, cf_future **out);
+/** cf_map_next for int64 results. */
+CF_API int cf_map_next_i64(cf_map *m, int64_t *out);
+/** cf_map_next for double results. */
+CF_API int cf_map_next_f64(cf_map *m, double *out);
+/** Stops the map (cancels what has not started) and frees it.  Never
+ *  blocks on running tasks.  NULL is ignored. */
+CF_API void cf_map_free(cf_map *m);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CFUTURES_H */

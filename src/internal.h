@@ -1,0 +1,266 @@
+/*
+ * internal.h -- what the layers of cfutures share, and nothing public.
+ *
+ * Layers (see DESIGN.md): future.c (state machine) <- executor.c (front,
+ * vtable) <- thread_pool.c / process_pool.c; wait.c and map.c on top.
+ * Every symbol here is hidden: only cf_* functions of cfutures.h are
+ * exported from the shared library.
+ */
+#ifndef CF_INTERNAL_H
+#define CF_INTERNAL_H
+
+#include "cfutures.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#define CF_HIDDEN __attribute__((visibility("hidden")))
+#define CF_NOINLINE __attribute__((noinline))
+#define CF_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CF_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ------------------------------------------------------------------------ */
+/* status.c                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/** Records status as this thread's cf_last_error() and returns NULL. */
+CF_HIDDEN void *cf__fail_null(int status);
+
+/* ------------------------------------------------------------------------ */
+/* time.c: deadlines on CLOCK_MONOTONIC                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cf_deadline {
+    bool forever;
+    struct timespec at; /* CLOCK_MONOTONIC, valid unless forever */
+} cf_deadline;
+
+/** CF_OK, or CF_EINVAL for a negative or NaN timeout. */
+CF_HIDDEN int cf__deadline(double timeout, cf_deadline *d);
+CF_HIDDEN bool cf__deadline_passed(const cf_deadline *d);
+CF_HIDDEN uint64_t cf__now_ns(void);
+
+/** pthread_cond_timedwait on CLOCK_MONOTONIC (the cond must be made by
+ *  cf__cond_init).  Returns 0 or ETIMEDOUT. */
+CF_HIDDEN int cf__cond_wait(pthread_cond_t *c, pthread_mutex_t *m,
+                            const cf_deadline *d);
+CF_HIDDEN int cf__cond_init(pthread_cond_t *c);
+
+/** futex(2) on a 32-bit word: sleep while *addr == val (until the
+ *  deadline), and wake every sleeper. */
+CF_HIDDEN int cf__futex_wait(_Atomic uint32_t *addr, uint32_t val,
+                             const cf_deadline *d);
+CF_HIDDEN void cf__futex_wake_all(_Atomic uint32_t *addr);
+
+/* ------------------------------------------------------------------------ */
+/* Outcome of a task: what a cf_call collects and a future keeps             */
+/* ------------------------------------------------------------------------ */
+
+#define CF_INLINE_BYTES 16
+
+enum cf_kind { /* how the result was produced; for describe and typed reads */
+    CF_KIND_NONE = 0,
+    CF_KIND_BYTES,
+    CF_KIND_I64,
+    CF_KIND_F64,
+    CF_KIND_STR,
+};
+
+typedef struct cf_outcome {
+    uint8_t kind;   /* enum cf_kind */
+    int32_t status; /* CF_OK or the error the task ended with */
+    int32_t code;   /* task's own code / signal / exit status */
+    size_t len;     /* result length; > CF_INLINE_BYTES lives in v.ptr */
+    union {
+        unsigned char bytes[CF_INLINE_BYTES];
+        int64_t i64;
+        double f64;
+        void *ptr;
+    } v;
+    char *msg; /* malloc'd error message or NULL */
+} cf_outcome;
+
+CF_HIDDEN const void *cf__outcome_data(const cf_outcome *o);
+/** Replaces the result with a copy of data (CF_OK or CF_ENOMEM). */
+CF_HIDDEN int cf__outcome_set(cf_outcome *o, uint8_t kind, const void *data,
+                              size_t len);
+/** Takes ownership of a malloc'd buffer as the result. */
+CF_HIDDEN void cf__outcome_adopt(cf_outcome *o, void *buf, size_t len);
+/** Records an error; the message is formatted (fmt may be NULL). */
+CF_HIDDEN void cf__outcome_fail(cf_outcome *o, int status, int code,
+                                const char *fmt, va_list ap);
+CF_HIDDEN void cf__outcome_failf(cf_outcome *o, int status, int code,
+                                 const char *fmt, ...) CF_PRINTF(4, 5);
+CF_HIDDEN void cf__outcome_clear(cf_outcome *o);
+
+/* ------------------------------------------------------------------------ */
+/* future.c                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The state word (cf_future.state), one 32-bit atomic, also the futex that
+ * cf_result sleeps on:
+ *
+ *   bits 0-1  FS_STATE      PENDING, RUNNING, FINISHED or CANCELLED
+ *   bit  2    FS_COMPLETING one completer has claimed the future and is
+ *                           writing its outcome; it becomes FINISHED next
+ *   bit  3    FS_LISTENERS  the listener list may be non-empty (set under
+ *                           the future's stripe lock)
+ *   bit  4    FS_SLEEPERS   a thread sleeps on the word: wake it on change
+ *   bit  5    FS_CANCEL_REQ cf_request_cancel was called (cooperative)
+ *   bit  6    FS_OBSERVED   someone read the result or error
+ *
+ * The outcome is written before the release-CAS that sets FINISHED and
+ * read after an acquire load that sees FINISHED, so it needs no lock.
+ */
+enum {
+    FS_STATE = 3u,
+    FS_COMPLETING = 1u << 2,
+    FS_LISTENERS = 1u << 3,
+    FS_SLEEPERS = 1u << 4,
+    FS_CANCEL_REQ = 1u << 5,
+    FS_OBSERVED = 1u << 6,
+};
+
+/*
+ * Something to tell when a future is done: a user callback (notify ==
+ * NULL) or an internal waiter (wait / as_completed / continuations), whose
+ * notify runs under the future's stripe lock and must only signal.
+ */
+typedef struct cf_listener cf_listener;
+struct cf_listener {
+    cf_listener *next, *prev; /* circular list; next == NULL: not linked */
+    void (*notify)(cf_listener *self, cf_future *f);
+    cf_done_fn fn;
+    void *arg;
+};
+
+/* Task fields, owned by the executor the future was submitted to. */
+enum { CF_ARG_OWNED = 1u << 0 };
+
+struct cf_future {
+    _Atomic uint32_t state;
+    _Atomic uint32_t refs;
+    cf_listener *listeners; /* guarded by the stripe lock of the future */
+    cf_outcome out;
+    /* -- executor side -- */
+    cf_future *next;        /* queue link (the executor's) */
+    cf_task_fn fn;
+    struct cf_executor *ex; /* not a reference; for helping waits */
+    size_t arg_len;
+    union {
+        unsigned char bytes[CF_INLINE_BYTES];
+        const void *ptr;
+    } arg;
+    uint8_t arg_flags;
+};
+
+/** Allocates a future; with the caller's reference. */
+CF_HIDDEN cf_future *cf__future_alloc(void);
+/** Sets the argument of a future that is about to be queued. */
+CF_HIDDEN int cf__future_set_arg(cf_future *f, const void *arg, size_t len,
+                                 bool borrow);
+CF_HIDDEN const void *cf__future_arg(const cf_future *f);
+
+/** Claims f for completion (CF_OK) or says why not (CF_ESTATE). */
+CF_HIDDEN int cf__future_claim(cf_future *f);
+/** Publishes the outcome of a claimed future: FINISHED, wake, callbacks. */
+CF_HIDDEN void cf__future_publish(cf_future *f);
+/** Completes with an error (claim + outcome + publish); CF_ESTATE if done. */
+CF_HIDDEN int cf__future_fail(cf_future *f, int status, int code,
+                              const char *fmt, ...) CF_PRINTF(4, 5);
+
+static inline uint32_t cf__state_load(const cf_future *f)
+{
+    return atomic_load_explicit(&((cf_future *)f)->state,
+                                memory_order_acquire);
+}
+static inline bool cf__state_done(uint32_t s)
+{
+    return (s & FS_STATE) >= CF_FINISHED;
+}
+
+/** Registers l on f unless f is done.  Returns true if registered, false
+ *  if f was already done (l untouched; the caller handles it). */
+CF_HIDDEN bool cf__listen(cf_future *f, cf_listener *l);
+/** Unregisters l if still registered (safe against concurrent completion). */
+CF_HIDDEN void cf__unlisten(cf_future *f, cf_listener *l);
+
+/** Blocks until f is done or the deadline passes: CF_OK or CF_ETIMEDOUT.
+ *  On a pool thread it helps run that pool's queued tasks meanwhile. */
+CF_HIDDEN int cf__future_wait(cf_future *f, const cf_deadline *d);
+
+/* ------------------------------------------------------------------------ */
+/* Running a task: cf_call (task.c)                                          */
+/* ------------------------------------------------------------------------ */
+
+struct cf_call {
+    const void *arg;
+    size_t arg_len;
+    cf_outcome out;
+    const _Atomic uint32_t *cancel_word; /* word holding FS_CANCEL_REQ */
+};
+
+CF_HIDDEN void cf__call_init(cf_call *c, const void *arg, size_t len,
+                             const _Atomic uint32_t *cancel_word);
+/** Runs f's task on this thread: RUNNING -> task -> FINISHED.  Skips a
+ *  cancelled future.  The caller keeps its reference. */
+CF_HIDDEN void cf__run_future(cf_future *f);
+
+/* ------------------------------------------------------------------------ */
+/* Helping waits: a pool thread that must wait runs its pool's work         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A pool thread that must block (cf_result, cf_wait, cf_as_completed, a
+ * full queue of its own pool) sleeps on its pool's lock and condition
+ * variable instead of its own, counted as idle, and runs queued tasks of
+ * the pool whenever there are some: work-helping, so a task that waits on
+ * a task of its own saturated pool never deadlocks.
+ */
+typedef struct cf_helper {
+    pthread_mutex_t *lock;
+    pthread_cond_t *cv; /* broadcast it (under lock) to wake the helper */
+    /* lock held: runs one queued task (dropping the lock meanwhile) and
+     * returns true, or returns false if the queue is empty. */
+    bool (*run_one_locked)(struct cf_helper *h);
+    /* lock held: sleeps on cv as an idle worker; 0 or ETIMEDOUT. */
+    int (*sleep_locked)(struct cf_helper *h, const cf_deadline *d);
+    struct cf_executor *ex; /* the pool this thread belongs to */
+} cf_helper;
+
+/** The pool thread's helper, NULL on other threads. */
+CF_HIDDEN extern _Thread_local cf_helper *cf__current_helper;
+
+/* ------------------------------------------------------------------------ */
+/* executor.c: the front every executor kind plugs into                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cf_executor_vtable {
+    const char *kind; /* "thread", "process", "mpi" */
+    /* Queues f (its fn and argument set, a reference owned by the executor
+     * from now on, released when the task ends).  CF_OK or an error, in
+     * which case the executor took no reference. */
+    int (*submit)(struct cf_executor *ex, cf_future *f, unsigned flags,
+                  const cf_task_opts *opts);
+    /* Stop accepting work (the front already did); cancel queued work if
+     * asked; wait for the workers if asked. */
+    int (*shutdown)(struct cf_executor *ex, bool wait, bool cancel_futures);
+    /* Free everything; the workers have exited. */
+    void (*destroy)(struct cf_executor *ex);
+} cf_executor_vtable;
+
+struct cf_executor {
+    const cf_executor_vtable *vt;
+    int max_workers;
+    _Atomic bool shut_down; /* set by cf_shutdown before the vtable call */
+};
+
+CF_HIDDEN void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
+                                 int max_workers);
+
+/** Number of CPUs this process may run on (sched_getaffinity), >= 1. */
+CF_HIDDEN int cf__cpu_count(void);
+
+#endif /* CF_INTERNAL_H */

@@ -1,0 +1,227 @@
+/*
+ * map.c -- cf_map: Executor.map with results in input order.
+ *
+ * A window of at most `buffersize` futures runs ahead of the consumer
+ * (Python 3.14's buffersize): creating the map submits the first window,
+ * and each result taken submits one more input, so a huge or endless input
+ * never sits in memory at once.  An error at position i surfaces when
+ * result i is taken; in fail-fast mode (Python's) it ends the map and
+ * cancels the rest, as does the map's overall timeout.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The largest window over a generator (the ring is allocated up front). */
+#define MAX_GEN_WINDOW ((size_t)1 << 16)
+
+struct cf_map {
+    cf_executor *ex;
+    cf_task_fn fn;
+    /* input: an array, or a generator */
+    const unsigned char *items;
+    size_t item_size, n;
+    cf_input_fn gen;
+    void *gen_ctx;
+    bool input_done;
+    size_t taken_in; /* inputs read so far */
+    /* the window: ring of submitted futures, oldest first */
+    cf_future **ring;
+    size_t cap, head, count;
+    cf_future *current; /* last result handed out (borrowed by the user) */
+    cf_deadline deadline;
+    bool continue_on_error;
+    bool finished;
+};
+
+/* Reads the next input; false at the end. */
+static bool next_input(cf_map *m, const void **data, size_t *len)
+{
+    if (m->input_done)
+        return false;
+    if (m->gen == NULL) {
+        if (m->taken_in == m->n) {
+            m->input_done = true;
+            return false;
+        }
+        *data = m->items + m->taken_in * m->item_size;
+        *len = m->item_size;
+    } else if (m->gen(m->gen_ctx, data, len) != 1) {
+        m->input_done = true;
+        return false;
+    }
+    m->taken_in++;
+    return true;
+}
+
+/* A future that already ended with a submit error, so the error surfaces
+ * at its position in the results. */
+static cf_future *failed_future(int status)
+{
+    cf_future *f = cf__future_alloc();
+    if (f != NULL)
+        cf__future_fail(f, status, 0, "submit failed: %s",
+                        cf_strerror(status));
+    return f;
+}
+
+/* Tops the window up to its capacity. */
+static void fill(cf_map *m)
+{
+    while (m->count < m->cap) {
+        const void *data;
+        size_t len;
+        if (!next_input(m, &data, &len))
+            return;
+        cf_future *f = cf_submit(m->ex, m->fn, data, len);
+        if (f == NULL)
+            f = failed_future(cf_last_error());
+        if (f == NULL) { /* not even room for the error: stop the input */
+            m->input_done = true;
+            return;
+        }
+        m->ring[(m->head + m->count) % m->cap] = f;
+        m->count++;
+    }
+}
+
+static void cancel_rest(cf_map *m)
+{
+    /* Newest first, so a worker does not start one we are about to
+     * cancel (as Python's map does). */
+    while (m->count > 0) {
+        m->count--;
+        cf_future *f = m->ring[(m->head + m->count) % m->cap];
+        cf_cancel(f);
+        cf_future_release(f);
+    }
+    m->input_done = true;
+    m->finished = true;
+}
+
+static cf_map *map_new(cf_executor *ex, cf_task_fn fn, const cf_map_opts *opts,
+                       cf_map *m)
+{
+    static const cf_map_opts defaults;
+    if (opts == NULL)
+        opts = &defaults;
+    if (opts->timeout < 0 || opts->timeout != opts->timeout) {
+        free(m);
+        return cf__fail_null(CF_EINVAL);
+    }
+    m->ex = ex;
+    m->fn = fn;
+    m->continue_on_error = opts->continue_on_error;
+    cf__deadline(opts->timeout > 0 ? opts->timeout : CF_FOREVER,
+                 &m->deadline);
+    size_t chunk = opts->chunksize ? opts->chunksize : 1;
+    size_t cap = opts->buffersize;
+    if (cap == 0)
+        cap = 4 * (size_t)ex->max_workers * chunk;
+    if (m->gen == NULL && cap > m->n)
+        cap = m->n;
+    if (cap == 0)
+        cap = 1;
+    if (m->gen != NULL && cap > MAX_GEN_WINDOW)
+        cap = MAX_GEN_WINDOW; /* "everything" of a possibly endless input */
+    m->cap = cap;
+    m->ring = malloc(cap * sizeof *m->ring);
+    if (m->ring == NULL) {
+        free(m);
+        return cf__fail_null(CF_ENOMEM);
+    }
+    fill(m);
+    return m;
+}
+
+cf_map *cf_map_array(cf_executor *ex, cf_task_fn fn, const void *items,
+                     size_t item_size, size_t n, const cf_map_opts *opts)
+{
+    if (ex == NULL || fn == NULL || (items == NULL && n > 0 && item_size > 0))
+        return cf__fail_null(CF_EINVAL);
+    cf_map *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return cf__fail_null(CF_ENOMEM);
+    m->items = items;
+    m->item_size = item_size;
+    m->n = n;
+    return map_new(ex, fn, opts, m);
+}
+
+cf_map *cf_map_i64(cf_executor *ex, cf_task_fn fn, const int64_t *items,
+                   size_t n, const cf_map_opts *opts)
+{
+    return cf_map_array(ex, fn, items, sizeof *items, n, opts);
+}
+
+cf_map *cf_map_gen(cf_executor *ex, cf_task_fn fn, cf_input_fn next,
+                   void *ctx, const cf_map_opts *opts)
+{
+    if (ex == NULL || fn == NULL || next == NULL)
+        return cf__fail_null(CF_EINVAL);
+    cf_map *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return cf__fail_null(CF_ENOMEM);
+    m->gen = next;
+    m->gen_ctx = ctx;
+    return map_new(ex, fn, opts, m);
+}
+
+int cf_map_next(cf_map *m, cf_future **out)
+{
+    if (m == NULL)
+        return CF_EINVAL;
+    cf_future_release(m->current);
+    m->current = NULL;
+    if (out != NULL)
+        *out = NULL;
+    if (m->finished)
+        return CF_END;
+    if (m->count == 0)
+        fill(m);
+    if (m->count == 0) {
+        m->finished = true;
+        return CF_END;
+    }
+    cf_future *f = m->ring[m->head];
+    if (cf__future_wait(f, &m->deadline) != CF_OK) {
+        cancel_rest(m); /* the map's time is up, in either mode */
+        return CF_ETIMEDOUT;
+    }
+    m->head = (m->head + 1) % m->cap;
+    m->count--;
+    m->current = f;
+    if (out != NULL)
+        *out = f;
+    int rc = cf_result(f, 0, NULL, NULL);
+    if (rc != CF_OK && !m->continue_on_error)
+        cancel_rest(m);
+    else
+        fill(m);
+    return rc;
+}
+
+int cf_map_next_i64(cf_map *m, int64_t *out)
+{
+    cf_future *f;
+    int rc = cf_map_next(m, &f);
+    return rc == CF_OK ? cf_result_i64(f, 0, out) : rc;
+}
+
+int cf_map_next_f64(cf_map *m, double *out)
+{
+    cf_future *f;
+    int rc = cf_map_next(m, &f);
+    return rc == CF_OK ? cf_result_f64(f, 0, out) : rc;
+}
+
+void cf_map_free(cf_map *m)
+{
+    if (m == NULL)
+        return;
+    cancel_rest(m);
+    cf_future_release(m->current);
+    free(m->ring);
+    free(m);
+}
