@@ -405,8 +405,79 @@ CF_API int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
  */
 CF_API void cf_executor_free(cf_executor *ex);
 
+/**
+ * Shuts down and waits at most `timeout` seconds for the work to end; past
+ * it, escalates: tasks not started are cancelled, then (process pool) the
+ * workers get SIGTERM and, a second later, SIGKILL; their running futures
+ * end with CF_EBROKEN.  A thread pool cannot stop a running thread: it
+ * cancels what is queued and returns.  Returns CF_OK if everything ended
+ * in time, CF_ETIMEDOUT if it had to escalate, CF_EINVAL.  Blocks.
+ */
+CF_API int cf_shutdown_within(cf_executor *ex, double timeout);
+
+/**
+ * Process pool: shuts down with cancel_futures and sends SIGTERM
+ * (terminate) or SIGKILL (kill) to every worker at once
+ * (ProcessPoolExecutor.terminate_workers / kill_workers).  Futures whose
+ * task was running end with CF_EBROKEN.  Does not wait; cf_executor_free
+ * or cf_shutdown(wait) reaps.  CF_EINVAL on a thread pool.
+ */
+CF_API int cf_terminate_workers(cf_executor *ex);
+CF_API int cf_kill_workers(cf_executor *ex);
+
 /** Maximum number of workers of the executor. */
 CF_API int cf_executor_max_workers(const cf_executor *ex);
+
+/* ------------------------------------------------------------------------ */
+/* Process pool                                                              */
+/* ------------------------------------------------------------------------ */
+
+/** Options of a process pool.  Zero-initialise; every zero means default. */
+typedef struct cf_process_pool_opts {
+    /** Worker processes; 0 means the CPUs this process may run on
+     *  (sched_getaffinity), as Python. */
+    int max_workers;
+    /** Runs once in each worker before its first task, with a copy of
+     *  initarg (initarg_len bytes).  A raise (cf_raise) or a crash breaks
+     *  the pool: pending futures end with CF_EBROKEN, submits fail with
+     *  CF_EBROKEN (BrokenProcessPool). */
+    cf_task_fn initializer;
+    const void *initarg;
+    size_t initarg_len;
+    /** A worker is replaced after this many tasks; 0 = never. */
+    int max_tasks_per_child;
+    /** Default for cf_task_opts.retries: re-run a task whose worker
+     *  crashed up to this many times, each on a fresh worker. */
+    int max_retries;
+} cf_process_pool_opts;
+
+/**
+ * Creates a process pool (ProcessPoolExecutor), with crash isolation: a
+ * task that dies (signal, _exit, killed from outside) fails only its own
+ * future, with CF_ECRASHED (cf_error.code is -signal, or the exit status;
+ * the message names the worker pid, the signal or status and the task);
+ * the worker is replaced and the pool keeps serving.  Python breaks the
+ * whole pool instead.  cf_task_opts.time_limit kills a task's worker when
+ * the task runs too long (the future ends with CF_ETIMEDOUT).
+ *
+ * What a worker sees: workers are fresh copies of this program, started
+ * with posix_spawn of /proc/self/exe (safe in a program that runs other
+ * threads: nothing is forked while another thread holds a lock).  A worker
+ * runs the program's static initializers and constructors, never main();
+ * then the initializer; then tasks.  So globals hold their initial values,
+ * not what main set them to: pass what a task needs as its argument or
+ * set it up in the initializer.  Replacement workers start the same way.
+ * Task functions travel as (module, build-id, offset) and are checked in
+ * the worker before it calls them.  stdin is /dev/null; stdout and stderr
+ * are the parent's; SIGINT is ignored (Ctrl-C goes to the parent, whose
+ * program decides: see the README); a worker exits within a second once
+ * the parent is gone, even after SIGKILL.
+ *
+ * Done callbacks of process-pool futures run on the pool's manager
+ * thread: a callback must not block on another future of the same
+ * process pool.  NULL on error (cf_last_error()).
+ */
+CF_API cf_executor *cf_process_pool(const cf_process_pool_opts *opts);
 
 /* ------------------------------------------------------------------------ */
 /* wait and as_completed                                                     */

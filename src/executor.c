@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,16 +30,16 @@ void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
     atomic_init(&ex->shut_down, false);
 }
 
-cf_future *cf_submit_ex(cf_executor *ex, cf_task_fn fn, const void *arg,
-                        size_t len, const cf_task_opts *opts)
+cf_future *cf__submit(cf_executor *ex, cf_task_fn fn, const void *arg,
+                      size_t len, const cf_task_opts *opts, unsigned chunk)
 {
     static const cf_task_opts none;
     if (ex == NULL || fn == NULL || (arg == NULL && len > 0))
         return cf__fail_null(CF_EINVAL);
     if (opts == NULL)
         opts = &none;
-    if (opts->time_limit < 0 || opts->time_limit != opts->time_limit ||
-        opts->retries < 0)
+    if (!(opts->time_limit >= 0) || opts->time_limit > 1e9 ||
+        opts->retries < 0 || opts->retries > 255)
         return cf__fail_null(CF_EINVAL);
     if (atomic_load_explicit(&ex->shut_down, memory_order_acquire))
         return cf__fail_null(CF_ESHUTDOWN);
@@ -47,19 +48,28 @@ cf_future *cf_submit_ex(cf_executor *ex, cf_task_fn fn, const void *arg,
         return cf__fail_null(CF_ENOMEM);
     f->fn = fn;
     f->ex = ex;
+    f->retries = (uint8_t)opts->retries;
+    f->time_limit = (float)opts->time_limit;
+    f->chunk = (uint16_t)(chunk > 65535 ? 65535 : chunk);
     if (cf__future_set_arg(f, arg, len, opts->flags & CF_BORROW_ARG) !=
         CF_OK) {
         cf_future_release(f);
         return cf__fail_null(CF_ENOMEM);
     }
     cf_future_retain(f); /* the executor's reference */
-    int rc = ex->vt->submit(ex, f, opts->flags, opts);
+    int rc = ex->vt->submit(ex, f, opts->flags);
     if (rc != CF_OK) {
         cf_future_release(f);
         cf_future_release(f);
         return cf__fail_null(rc);
     }
     return f;
+}
+
+cf_future *cf_submit_ex(cf_executor *ex, cf_task_fn fn, const void *arg,
+                        size_t len, const cf_task_opts *opts)
+{
+    return cf__submit(ex, fn, arg, len, opts, 1);
 }
 
 cf_future *cf_submit(cf_executor *ex, cf_task_fn fn, const void *arg,
@@ -90,7 +100,55 @@ int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
     if (ex == NULL)
         return CF_EINVAL;
     atomic_store_explicit(&ex->shut_down, true, memory_order_release);
-    return ex->vt->shutdown(ex, wait, cancel_futures);
+    ex->vt->shutdown(ex, cancel_futures);
+    if (!wait)
+        return CF_OK;
+    cf_deadline forever = {.forever = true};
+    return ex->vt->wait(ex, &forever);
+}
+
+int cf_shutdown_within(cf_executor *ex, double timeout)
+{
+    cf_deadline d;
+    if (ex == NULL || cf__deadline(timeout, &d) != CF_OK)
+        return CF_EINVAL;
+    atomic_store_explicit(&ex->shut_down, true, memory_order_release);
+    ex->vt->shutdown(ex, false);
+    if (ex->vt->wait(ex, &d) == CF_OK)
+        return CF_OK;
+    /* Out of time: drop what has not started, then stop the workers. */
+    ex->vt->shutdown(ex, true);
+    if (ex->vt->signal_workers != NULL) {
+        ex->vt->signal_workers(ex, SIGTERM);
+        cf__deadline(1.0, &d);
+        if (ex->vt->wait(ex, &d) != CF_OK) {
+            ex->vt->signal_workers(ex, SIGKILL);
+            cf__deadline(CF_FOREVER, &d);
+            ex->vt->wait(ex, &d);
+        }
+    }
+    return CF_ETIMEDOUT;
+}
+
+static int signal_workers(cf_executor *ex, int sig)
+{
+    if (ex == NULL)
+        return CF_EINVAL;
+    if (ex->vt->signal_workers == NULL)
+        return CF_EINVAL; /* threads cannot be killed */
+    atomic_store_explicit(&ex->shut_down, true, memory_order_release);
+    ex->vt->shutdown(ex, true);
+    return ex->vt->signal_workers(ex, sig);
+}
+
+int cf_terminate_workers(cf_executor *ex)
+{
+    return signal_workers(ex, SIGTERM);
+}
+
+int cf_kill_workers(cf_executor *ex)
+{
+    return signal_workers(ex, SIGKILL);
 }
 
 void cf_executor_free(cf_executor *ex)

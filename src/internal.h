@@ -154,6 +154,9 @@ struct cf_future {
         const void *ptr;
     } arg;
     uint8_t arg_flags;
+    uint8_t retries;   /* process pool: crash retries left */
+    uint16_t chunk;    /* map's chunksize hint: batch this many per frame */
+    float time_limit;  /* seconds, 0 = none (process pool) */
 };
 
 /** Allocates a future; with the caller's reference. */
@@ -242,12 +245,16 @@ typedef struct cf_executor_vtable {
     /* Queues f (its fn and argument set, a reference owned by the executor
      * from now on, released when the task ends).  CF_OK or an error, in
      * which case the executor took no reference. */
-    int (*submit)(struct cf_executor *ex, cf_future *f, unsigned flags,
-                  const cf_task_opts *opts);
-    /* Stop accepting work (the front already did); cancel queued work if
-     * asked; wait for the workers if asked. */
-    int (*shutdown)(struct cf_executor *ex, bool wait, bool cancel_futures);
-    /* Free everything; the workers have exited. */
+    int (*submit)(struct cf_executor *ex, cf_future *f, unsigned flags);
+    /* Stops accepting work (the front already set shut_down) and cancels
+     * queued work if asked.  Never blocks on running tasks. */
+    void (*shutdown)(struct cf_executor *ex, bool cancel_futures);
+    /* Blocks until every task has ended and the workers have exited, or
+     * the deadline passes: CF_OK or CF_ETIMEDOUT. */
+    int (*wait)(struct cf_executor *ex, const cf_deadline *d);
+    /* Optional: sends sig to every worker process (terminate / kill). */
+    int (*signal_workers)(struct cf_executor *ex, int sig);
+    /* Frees everything; the workers have exited. */
     void (*destroy)(struct cf_executor *ex);
 } cf_executor_vtable;
 
@@ -256,6 +263,11 @@ struct cf_executor {
     int max_workers;
     _Atomic bool shut_down; /* set by cf_shutdown before the vtable call */
 };
+
+/** cf_submit_ex with the map's chunk hint (items per frame). */
+CF_HIDDEN cf_future *cf__submit(cf_executor *ex, cf_task_fn fn,
+                                const void *arg, size_t len,
+                                const cf_task_opts *opts, unsigned chunk);
 
 CF_HIDDEN void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
                                  int max_workers);

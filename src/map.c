@@ -33,6 +33,7 @@ struct cf_map {
     cf_deadline deadline;
     bool continue_on_error;
     bool finished;
+    unsigned chunk; /* items per frame, for executors that batch */
 };
 
 /* Reads the next input; false at the end. */
@@ -74,7 +75,7 @@ static void fill(cf_map *m)
         size_t len;
         if (!next_input(m, &data, &len))
             return;
-        cf_future *f = cf_submit(m->ex, m->fn, data, len);
+        cf_future *f = cf__submit(m->ex, m->fn, data, len, NULL, m->chunk);
         if (f == NULL)
             f = failed_future(cf_last_error());
         if (f == NULL) { /* not even room for the error: stop the input */
@@ -116,6 +117,7 @@ static cf_map *map_new(cf_executor *ex, cf_task_fn fn, const cf_map_opts *opts,
     cf__deadline(opts->timeout > 0 ? opts->timeout : CF_FOREVER,
                  &m->deadline);
     size_t chunk = opts->chunksize ? opts->chunksize : 1;
+    m->chunk = chunk > 65535 ? 65535 : (unsigned)chunk;
     size_t cap = opts->buffersize;
     if (cap == 0)
         cap = 4 * (size_t)ex->max_workers * chunk;

@@ -231,10 +231,8 @@ static bool start_worker_locked(thread_pool *p)
 /* vtable                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags,
-                     const cf_task_opts *opts)
+static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
 {
-    (void)opts;
     thread_pool *p = pool_of(ex);
     pthread_mutex_lock(&p->lock);
     for (;;) {
@@ -282,7 +280,7 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags,
     return CF_OK;
 }
 
-static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
+static void tp_shutdown(cf_executor *ex, bool cancel_futures)
 {
     thread_pool *p = pool_of(ex);
     pthread_mutex_lock(&p->lock);
@@ -299,21 +297,29 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
         cf_future_release(cancelled);
         cancelled = next;
     }
-    if (!wait)
-        return CF_OK;
+}
+
+static int tp_wait(cf_executor *ex, const cf_deadline *d)
+{
+    thread_pool *p = pool_of(ex);
+    int rc = CF_OK;
     pthread_mutex_lock(&p->lock);
     worker *self = self_in(p);
     if (self != NULL)
         p->self_waiters++; /* do not wait for ourselves */
     while (p->alive > p->self_waiters) {
         p->space_waiters++;
-        pthread_cond_wait(&p->space_cv, &p->lock);
+        int e = cf__cond_wait(&p->space_cv, &p->lock, d);
         p->space_waiters--;
+        if (e == ETIMEDOUT && p->alive > p->self_waiters) {
+            rc = CF_ETIMEDOUT;
+            break;
+        }
     }
     if (self != NULL)
         p->self_waiters--;
     pthread_mutex_unlock(&p->lock);
-    return CF_OK;
+    return rc;
 }
 
 static void tp_destroy(cf_executor *ex)
@@ -345,6 +351,7 @@ static const cf_executor_vtable thread_pool_vtable = {
     .kind = "thread",
     .submit = tp_submit,
     .shutdown = tp_shutdown,
+    .wait = tp_wait,
     .destroy = tp_destroy,
 };
 
@@ -371,8 +378,8 @@ cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts)
     cf__executor_init(&p->base, &thread_pool_vtable, n);
     p->workers = ws;
     pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->work_cv, NULL);
-    pthread_cond_init(&p->space_cv, NULL);
+    cf__cond_init(&p->work_cv); /* timed waits use CLOCK_MONOTONIC */
+    cf__cond_init(&p->space_cv);
     p->max_queued = opts->max_queued;
     p->fail_when_full = opts->fail_when_full;
     p->initializer = opts->initializer;

@@ -1,0 +1,27 @@
+/*
+ * fnref.h -- checked references to task functions across processes
+ * (fnref.c explains the scheme).
+ */
+#ifndef CF_FNREF_H
+#define CF_FNREF_H
+
+#include "wire.h"
+
+/* A reference to fn, valid while its module stays loaded (the strings point
+ * into the dynamic loader's memory).  CF_EINVAL if fn is in no loaded
+ * module's executable segment. */
+CF_HIDDEN int cf__fnref_make(cf_task_fn fn, cf_fnref *out);
+
+/* Resolves ref in this process after checking module, build-id and
+ * segment (dlopen'ing the module by path if the parent had it loaded and
+ * we do not).  CF_OK, or CF_EINVAL with a message in err. */
+CF_HIDDEN int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn,
+                                char *err, size_t errlen);
+
+/* The symbol name of fn for messages ("sum_to"), or its address. */
+CF_HIDDEN const char *cf__fn_name(cf_task_fn fn, char *buf, size_t len);
+
+/* The environment variable that turns a process into a worker (worker.c). */
+CF_HIDDEN extern const char cf__worker_env[];
+
+#endif

@@ -1,0 +1,968 @@
+/*
+ * process_pool.c -- the process pool executor (ProcessPoolExecutor) with
+ * crash isolation and per-task time limits.
+ *
+ * Threads and ownership:
+ *   - Submitters push futures on the pool queue (pool lock) and poke the
+ *     manager through an eventfd, only when it sleeps.
+ *   - One manager thread owns the workers: it spawns them (posix_spawn of
+ *     /proc/self/exe, see worker.c), sends TASK frames, reads RESULT
+ *     frames, completes futures, and notices deaths through a pidfd per
+ *     worker.  Everything in `pworker` is touched by the manager only.
+ *
+ * A worker has at most WINDOW frames in flight.  It runs items in order
+ * and answers each with one RESULT, so the oldest unanswered item of a
+ * worker is the one it is running: when the worker dies, that item is the
+ * one that crashed (or timed out); the items behind it never started and
+ * go back to the front of the queue.
+ *
+ * Lock order: pool lock -> nothing.  Futures are completed (callbacks run)
+ * by the manager with no lock held.
+ */
+#include "fnref.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define WINDOW 2           /* frames in flight per worker */
+#define READ_CHUNK 65536   /* bytes read per read(2) */
+#define WORKER_FD 3        /* the worker's end of its socket, in the worker */
+
+typedef struct inflight {
+    cf_future *f;
+    uint64_t id;
+    bool last; /* last item of its frame */
+} inflight;
+
+enum wstate { W_STARTING, W_READY, W_RETIRING, W_DEAD };
+
+typedef struct pworker {
+    pid_t pid;
+    int fd;    /* socket to the worker; -1 once closed */
+    int pidfd; /* -1 if the kernel has no pidfds */
+    enum wstate state;
+    cf_wbuf out;                 /* bytes waiting to be written */
+    unsigned char *in;           /* bytes read, not yet parsed */
+    size_t in_len, in_cap;
+    inflight *fl;                /* ring of items sent, oldest first */
+    size_t fl_head, fl_count, fl_cap;
+    int frames;                  /* frames in flight */
+    uint64_t next_id;
+    uint64_t sent;               /* items sent (max_tasks_per_child) */
+    uint64_t head_deadline;      /* ns; 0: the head item has no limit */
+    bool timed_out;              /* killed because the head ran too long */
+    int kill_signal;             /* signal sent by terminate / kill */
+} pworker;
+
+typedef struct process_pool {
+    cf_executor base;
+    pthread_mutex_t lock;
+    pthread_cond_t done_cv; /* the manager has exited */
+    /* queue (lock) */
+    cf_future *head, *tail;
+    size_t queued;
+    bool shutdown, broken, manager_done, orphaned;
+    bool manager_sleeping;
+    int pending_signal; /* for the manager: terminate / kill the workers */
+    char *broken_msg;
+    int efd;
+    pthread_t manager;
+    /* manager-owned */
+    pworker *w; /* max_workers slots */
+    int nworkers; /* slots in use (alive or starting) */
+    char exe[PATH_MAX];
+    cf_fnref init_ref;
+    bool has_init;
+    void *initarg;
+    size_t initarg_len;
+    int max_tasks_per_child;
+    int max_retries;
+    cf_task_fn cached_fn; /* last function turned into a reference */
+    cf_fnref cached_ref;
+} process_pool;
+
+static process_pool *pool_of(cf_executor *ex)
+{
+    return (process_pool *)ex;
+}
+
+static _Thread_local process_pool *manager_of; /* set on manager threads */
+
+/* ------------------------------------------------------------------------ */
+/* Queue (pool lock held)                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void push_back_locked(process_pool *p, cf_future *f)
+{
+    f->next = NULL;
+    if (p->tail)
+        p->tail->next = f;
+    else
+        p->head = f;
+    p->tail = f;
+    p->queued++;
+}
+
+/* Puts a list back at the front of the queue, in its order. */
+static void splice_front_locked(process_pool *p, cf_future *list)
+{
+    if (list == NULL)
+        return;
+    cf_future *last = list;
+    size_t n = 1;
+    for (; last->next != NULL; last = last->next)
+        n++;
+    last->next = p->head;
+    if (p->tail == NULL)
+        p->tail = last;
+    p->head = list;
+    p->queued += n;
+}
+
+static cf_future *take_all_locked(process_pool *p)
+{
+    cf_future *all = p->head;
+    p->head = p->tail = NULL;
+    p->queued = 0;
+    return all;
+}
+
+static void wake_manager_locked(process_pool *p)
+{
+    if (p->manager_sleeping) {
+        uint64_t one = 1;
+        p->manager_sleeping = false;
+        ssize_t rc = write(p->efd, &one, sizeof one);
+        (void)rc; /* the counter cannot overflow at one per sleep */
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Completing futures (manager, no lock held)                                */
+/* ------------------------------------------------------------------------ */
+
+static void finish_from_wire(cf_future *f, const cf_wire_result *r)
+{
+    if (cf__future_claim(f) != CF_OK)
+        return;
+    cf_outcome *o = &f->out;
+    if (r->status == CF_OK) {
+        if (cf__outcome_set(o, r->kind, r->data, r->len) != CF_OK)
+            cf__outcome_failf(o, CF_ENOMEM, 0,
+                              "no memory for a %zu-byte result", r->len);
+    } else {
+        cf__outcome_failf(o, r->status, r->code, "%.*s", (int)r->msg_len,
+                          r->msg);
+    }
+    cf__future_publish(f);
+}
+
+static void fail_list(cf_future *f, int status, const char *msg)
+{
+    while (f != NULL) {
+        cf_future *next = f->next;
+        f->next = NULL;
+        cf__future_fail(f, status, 0, "%s", msg);
+        cf_future_release(f);
+        f = next;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Workers: spawn, I/O, death (manager only)                                 */
+/* ------------------------------------------------------------------------ */
+
+static void worker_reset(pworker *w)
+{
+    cf__wbuf_free(&w->out);
+    free(w->in);
+    free(w->fl);
+    memset(w, 0, sizeof *w);
+    w->fd = w->pidfd = -1;
+    w->state = W_DEAD;
+}
+
+/* Appends NAME=value options for the sanitizers, so that a task's crash in
+ * a sanitizer build still kills the worker with the real signal. */
+static char *sanitizer_env(const char *name)
+{
+    const char *old = getenv(name);
+    char *s = NULL;
+    if (asprintf(&s, "%s=%s%shandle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
+                     "handle_sigill=0:handle_abort=0:detect_leaks=0",
+                 name, old ? old : "", old && *old ? ":" : "") < 0)
+        return NULL;
+    return s;
+}
+
+static int spawn_worker(process_pool *p, pworker *w)
+{
+    worker_reset(w);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return CF_ENOMEM;
+    /* Bigger buffers: fewer wake-ups per large payload. */
+    int sz = 1 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+
+    /* The environment: ours, plus the worker's variables. */
+    size_t n = 0;
+    while (environ[n] != NULL)
+        n++;
+    char **env = calloc(n + 5, sizeof *env);
+    char fdvar[64], ppvar[64];
+    char *asan = sanitizer_env("ASAN_OPTIONS");
+    char *tsan = sanitizer_env("TSAN_OPTIONS");
+    int rc = CF_ENOMEM;
+    if (env == NULL || asan == NULL || tsan == NULL)
+        goto out;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "ASAN_OPTIONS=", 13) != 0 &&
+            strncmp(environ[i], "TSAN_OPTIONS=", 13) != 0 &&
+            strncmp(environ[i], "CFUTURES_", 9) != 0)
+            env[k++] = environ[i];
+    snprintf(fdvar, sizeof fdvar, "%s=%d", cf__worker_env, WORKER_FD);
+    snprintf(ppvar, sizeof ppvar, "CFUTURES_PARENT_PID=%d", (int)getpid());
+    env[k++] = fdvar;
+    env[k++] = ppvar;
+    env[k++] = asan;
+    env[k++] = tsan;
+    env[k] = NULL;
+
+    int child = sv[1];
+    if (child == WORKER_FD) { /* dup2 onto itself would keep CLOEXEC */
+        child = fcntl(sv[1], F_DUPFD_CLOEXEC, WORKER_FD + 1);
+        if (child < 0)
+            goto out;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, child, WORKER_FD);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawnattr_init(&at);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+    char *argv[] = {p->exe, NULL};
+    pid_t pid;
+    int e = posix_spawn(&pid, p->exe, &fa, &at, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (child != sv[1])
+        close(child);
+    if (e != 0) {
+        rc = e == ENOMEM || e == EAGAIN ? CF_ENOMEM : CF_EBROKEN;
+        goto out;
+    }
+    w->pid = pid;
+    w->fd = sv[0];
+    sv[0] = -1;
+    fcntl(w->fd, F_SETFL, O_NONBLOCK);
+    w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    w->state = W_STARTING;
+    /* INIT frame: the initializer (if any) and its argument. */
+    size_t off = cf__wire_begin(&w->out, CF_FRAME_INIT, 1);
+    cf_fnref none_ref = {0};
+    cf__wire_fnref(&w->out, p->has_init ? &p->init_ref : &none_ref);
+    cf__wbuf_u64(&w->out, p->initarg_len);
+    cf__wbuf_put(&w->out, p->initarg, p->initarg_len);
+    cf__wire_end(&w->out, off);
+    rc = w->out.oom ? CF_ENOMEM : CF_OK;
+out:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    close(sv[1]);
+    free(env);
+    free(asan);
+    free(tsan);
+    return rc;
+}
+
+static inflight *fl_at(pworker *w, size_t i)
+{
+    return &w->fl[(w->fl_head + i) % w->fl_cap];
+}
+
+static bool fl_push(pworker *w, cf_future *f, bool last)
+{
+    if (w->fl_count == w->fl_cap) {
+        size_t cap = w->fl_cap ? w->fl_cap * 2 : 16;
+        inflight *n = malloc(cap * sizeof *n);
+        if (n == NULL)
+            return false;
+        for (size_t i = 0; i < w->fl_count; i++)
+            n[i] = *fl_at(w, i);
+        free(w->fl);
+        w->fl = n;
+        w->fl_head = 0;
+        w->fl_cap = cap;
+    }
+    *fl_at(w, w->fl_count) = (inflight){f, w->next_id++, last};
+    w->fl_count++;
+    return true;
+}
+
+static void set_head_deadline(pworker *w)
+{
+    w->head_deadline = 0;
+    if (w->fl_count > 0) {
+        float lim = fl_at(w, 0)->f->time_limit;
+        if (lim > 0)
+            w->head_deadline = cf__now_ns() + (uint64_t)(lim * 1e9);
+    }
+}
+
+/* Encodes up to one frame of queued work for w.  Returns false if the
+ * queue had nothing for it.  Pool lock held on entry; dropped while
+ * encoding (a large argument is copied). */
+static bool dispatch_one_locked(process_pool *p, pworker *w)
+{
+    cf_future *batch = NULL, **tail = &batch;
+    size_t n = 0;
+    cf_task_fn fn = NULL;
+    size_t max = 1;
+    while (p->head != NULL && n < max) {
+        cf_future *f = p->head;
+        if (n > 0 && f->fn != fn)
+            break;
+        p->head = f->next;
+        if (p->head == NULL)
+            p->tail = NULL;
+        p->queued--;
+        f->next = NULL;
+        /* Requeued items (their worker died before starting them) are
+         * already RUNNING. */
+        int st = cf_set_running_or_notify_cancel(f);
+        if (st == CF_ECANCELLED) {
+            cf_future_release(f);
+            continue;
+        }
+        if (n == 0) {
+            fn = f->fn;
+            max = f->chunk > 1 ? f->chunk : 1;
+            if (p->max_tasks_per_child > 0) {
+                uint64_t left = (uint64_t)p->max_tasks_per_child - w->sent;
+                if (max > left)
+                    max = (size_t)left;
+            }
+        }
+        *tail = f;
+        tail = &f->next;
+        n++;
+    }
+    if (n == 0)
+        return false;
+    pthread_mutex_unlock(&p->lock);
+
+    cf_fnref ref;
+    int rc = CF_OK;
+    if (fn == p->cached_fn) {
+        ref = p->cached_ref;
+    } else if ((rc = cf__fnref_make(fn, &ref)) == CF_OK) {
+        p->cached_fn = fn;
+        p->cached_ref = ref;
+    }
+    if (rc != CF_OK) {
+        fail_list(batch, CF_EINVAL,
+                  "the task function is in no loaded module");
+        pthread_mutex_lock(&p->lock);
+        return true;
+    }
+    size_t off = cf__wire_begin(&w->out, CF_FRAME_TASK, (uint32_t)n);
+    cf__wire_fnref(&w->out, &ref);
+    size_t k = 0;
+    for (cf_future *f = batch; f != NULL; f = f->next, k++) {
+        cf__wire_item(&w->out, w->next_id, cf__future_arg(f), f->arg_len);
+        fl_push(w, f, k + 1 == n); /* ring grows before oom matters */
+    }
+    cf__wire_end(&w->out, off);
+    for (cf_future *f = batch, *next; f != NULL; f = next) {
+        next = f->next;
+        f->next = NULL;
+    }
+    w->frames++;
+    w->sent += n;
+    if (w->fl_count == n)
+        set_head_deadline(w);
+    pthread_mutex_lock(&p->lock);
+    return true;
+}
+
+/* Handles one complete frame from w.  False on a protocol error. */
+static bool handle_frame(process_pool *p, pworker *w, const cf_wire_header *h,
+                         const unsigned char *body)
+{
+    cf_rbuf r = {body, (size_t)h->body_len, 0};
+    if (h->type == CF_FRAME_HELLO && w->state == W_STARTING) {
+        int32_t st, code;
+        const char *msg;
+        size_t len;
+        if (cf__wire_read_hello(&r, &st, &code, &msg, &len) != CF_OK)
+            return false;
+        if (st != CF_OK) {
+            pthread_mutex_lock(&p->lock);
+            if (!p->broken) {
+                p->broken = true;
+                if (asprintf(&p->broken_msg,
+                             "the initializer failed in worker %d: %s(%d)%s%.*s",
+                             (int)w->pid, cf_err_name(st), code,
+                             len ? ": " : "", (int)len, msg) < 0)
+                    p->broken_msg = NULL;
+            }
+            pthread_mutex_unlock(&p->lock);
+        }
+        w->state = W_READY;
+        return true;
+    }
+    if (h->type != CF_FRAME_RESULT || w->state == W_STARTING)
+        return false;
+    for (uint32_t i = 0; i < h->count; i++) {
+        cf_wire_result res;
+        if (cf__wire_read_result(&r, &res) != CF_OK || w->fl_count == 0 ||
+            res.id != fl_at(w, 0)->id)
+            return false;
+        inflight it = *fl_at(w, 0);
+        w->fl_head = (w->fl_head + 1) % w->fl_cap;
+        w->fl_count--;
+        if (it.last)
+            w->frames--;
+        set_head_deadline(w);
+        finish_from_wire(it.f, &res);
+        cf_future_release(it.f);
+    }
+    return true;
+}
+
+/* Reads what w sent; parses complete frames.  False on EOF or a protocol
+ * error (the worker is then killed and reaped by handle_death). */
+static bool read_worker(process_pool *p, pworker *w)
+{
+    for (;;) {
+        if (w->in_cap - w->in_len < READ_CHUNK) {
+            size_t cap = w->in_cap ? w->in_cap * 2 : 2 * READ_CHUNK;
+            unsigned char *n = realloc(w->in, cap);
+            if (n == NULL)
+                return false;
+            w->in = n;
+            w->in_cap = cap;
+        }
+        ssize_t got = read(w->fd, w->in + w->in_len, w->in_cap - w->in_len);
+        if (got == 0)
+            return false;
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            return false;
+        }
+        w->in_len += (size_t)got;
+        /* Parse every complete frame. */
+        size_t pos = 0;
+        while (w->in_len - pos >= CF_WIRE_HEADER) {
+            cf_wire_header h;
+            if (cf__wire_header(w->in + pos, &h) != CF_OK)
+                return false;
+            if (w->in_len - pos - CF_WIRE_HEADER < h.body_len) {
+                /* Make room for a large frame in one go. */
+                size_t need = CF_WIRE_HEADER + (size_t)h.body_len;
+                if (need > w->in_cap && pos == 0) {
+                    unsigned char *n = realloc(w->in, need + READ_CHUNK);
+                    if (n == NULL)
+                        return false;
+                    w->in = n;
+                    w->in_cap = need + READ_CHUNK;
+                }
+                break;
+            }
+            if (!handle_frame(p, w, &h, w->in + pos + CF_WIRE_HEADER))
+                return false;
+            pos += CF_WIRE_HEADER + (size_t)h.body_len;
+        }
+        if (pos > 0) {
+            memmove(w->in, w->in + pos, w->in_len - pos);
+            w->in_len -= pos;
+        }
+    }
+    /* Keep idle workers' buffers small. */
+    if (w->in_len == 0 && w->in_cap > 4 * READ_CHUNK) {
+        free(w->in);
+        w->in = NULL;
+        w->in_cap = 0;
+    }
+    return true;
+}
+
+static bool write_worker(pworker *w)
+{
+    while (w->out.len > 0) {
+        ssize_t n = write(w->fd, w->out.p, w->out.len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN;
+        }
+        cf__wbuf_consume(&w->out, (size_t)n);
+    }
+    if (w->out.cap > 4 * READ_CHUNK) /* do not keep a 256 MiB buffer */
+        cf__wbuf_free(&w->out);
+    return true;
+}
+
+static void describe_death(char *buf, size_t len, int status)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+}
+
+/* w has died (or must die): reap it, settle its in-flight items, free the
+ * slot.  The head item crashed, timed out or was terminated; the others
+ * never started and go back to the front of the queue. */
+static void handle_death(process_pool *p, pworker *w)
+{
+    if (w->fd >= 0) {
+        read_worker(p, w); /* results it sent before dying still count */
+        close(w->fd);
+        w->fd = -1;
+    }
+    int status = 0;
+    if (w->pid > 0) {
+        kill(w->pid, SIGKILL); /* no-op if it already exited */
+        while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
+    if (w->pidfd >= 0)
+        close(w->pidfd);
+    char how[128];
+    describe_death(how, sizeof how, status);
+    bool died_starting = w->state == W_STARTING;
+
+    cf_future *requeue = NULL;
+    for (size_t i = w->fl_count; i-- > 1;) {
+        cf_future *f = fl_at(w, i)->f;
+        f->next = requeue;
+        requeue = f;
+    }
+    cf_future *head = w->fl_count > 0 ? fl_at(w, 0)->f : NULL;
+    pid_t pid = w->pid;
+    bool timed_out = w->timed_out;
+    int killsig = w->kill_signal;
+    w->fl_count = 0;
+    worker_reset(w);
+
+    if (head != NULL) {
+        char name[128];
+        cf__fn_name(head->fn, name, sizeof name);
+        if (timed_out) {
+            cf__future_fail(head, CF_ETIMEDOUT, 0,
+                            "task %s ran past its time limit of %gs; worker "
+                            "%d was killed",
+                            name, (double)head->time_limit, (int)pid);
+        } else if (killsig != 0) {
+            cf__future_fail(head, CF_EBROKEN, -killsig,
+                            "worker %d running task %s was stopped by "
+                            "terminate/kill_workers (%s)",
+                            (int)pid, name, strsignal(killsig));
+        } else if (head->retries > 0) {
+            head->retries--;
+            head->next = requeue;
+            requeue = head;
+            head = NULL;
+        } else {
+            int code = WIFSIGNALED(status) ? -WTERMSIG(status)
+                                           : WEXITSTATUS(status);
+            cf__future_fail(head, CF_ECRASHED, code,
+                            "worker %d %s while running task %s", (int)pid,
+                            how, name);
+        }
+        cf_future_release(head);
+    }
+
+    pthread_mutex_lock(&p->lock);
+    splice_front_locked(p, requeue);
+    if (died_starting && !p->broken && killsig == 0) {
+        p->broken = true;
+        if (asprintf(&p->broken_msg,
+                     "worker %d %s while starting (in the initializer?)",
+                     (int)pid, how) < 0)
+            p->broken_msg = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    p->nworkers--;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The manager thread                                                        */
+/* ------------------------------------------------------------------------ */
+
+static pworker *free_slot(process_pool *p)
+{
+    for (int i = 0; i < p->base.max_workers; i++)
+        if (p->w[i].state == W_DEAD)
+            return &p->w[i];
+    return NULL;
+}
+
+static void break_locked_fail_all(process_pool *p, cf_future **to_fail)
+{
+    *to_fail = take_all_locked(p);
+}
+
+static void *manager_main(void *arg)
+{
+    process_pool *p = arg;
+    manager_of = p;
+    int max = p->base.max_workers;
+    struct pollfd *pfd = calloc((size_t)(2 * max + 1), sizeof *pfd);
+    pworker **who = calloc((size_t)(2 * max + 1), sizeof *who);
+
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        /* Terminate / kill requests. */
+        if (p->pending_signal != 0) {
+            int sig = p->pending_signal;
+            p->pending_signal = 0;
+            for (int i = 0; i < max; i++)
+                if (p->w[i].state != W_DEAD) {
+                    p->w[i].kill_signal = sig;
+                    kill(p->w[i].pid, sig);
+                }
+        }
+        if (p->broken && p->head != NULL) {
+            cf_future *all;
+            break_locked_fail_all(p, &all);
+            char *msg = p->broken_msg;
+            pthread_mutex_unlock(&p->lock);
+            fail_list(all, CF_EBROKEN, msg ? msg : "the pool is broken");
+            pthread_mutex_lock(&p->lock);
+        }
+        /* Hand out work to ready workers with room. */
+        bool room = false;
+        for (int i = 0; i < max && p->head != NULL; i++) {
+            pworker *w = &p->w[i];
+            while (w->state == W_READY && w->frames < WINDOW &&
+                   p->head != NULL &&
+                   (p->max_tasks_per_child == 0 ||
+                    w->sent < (uint64_t)p->max_tasks_per_child))
+                if (!dispatch_one_locked(p, w))
+                    break;
+            if ((w->state == W_READY || w->state == W_STARTING) &&
+                w->frames < WINDOW)
+                room = true;
+        }
+        /* Start a worker when work waits and no worker has room. */
+        if (p->head != NULL && !room && !p->broken && p->nworkers < max) {
+            pworker *w = free_slot(p);
+            pthread_mutex_unlock(&p->lock);
+            int rc = w ? spawn_worker(p, w) : CF_ENOMEM;
+            pthread_mutex_lock(&p->lock);
+            if (rc == CF_OK) {
+                p->nworkers++;
+                continue;
+            }
+            if (p->nworkers == 0) { /* no worker at all: the pool is broken */
+                p->broken = true;
+                if (asprintf(&p->broken_msg, "cannot start a worker: %s",
+                             strerror(errno)) < 0)
+                    p->broken_msg = NULL;
+                continue;
+            }
+        }
+        /* Retire workers that reached max_tasks_per_child. */
+        for (int i = 0; i < max; i++) {
+            pworker *w = &p->w[i];
+            if (w->state == W_READY && p->max_tasks_per_child > 0 &&
+                w->sent >= (uint64_t)p->max_tasks_per_child &&
+                w->fl_count == 0) {
+                w->state = W_RETIRING;
+                shutdown(w->fd, SHUT_WR); /* EOF: the worker exits */
+            }
+        }
+        size_t busy = 0;
+        for (int i = 0; i < max; i++)
+            busy += p->w[i].fl_count;
+        if (p->shutdown && p->head == NULL && busy == 0)
+            break;
+
+        /* Sleep until a worker speaks or dies, a submit, or a deadline. */
+        p->manager_sleeping = true;
+        pthread_mutex_unlock(&p->lock);
+        int n = 0;
+        pfd[n] = (struct pollfd){.fd = p->efd, .events = POLLIN};
+        who[n++] = NULL;
+        uint64_t next_deadline = 0;
+        for (int i = 0; i < max; i++) {
+            pworker *w = &p->w[i];
+            if (w->state == W_DEAD)
+                continue;
+            if (w->fd >= 0) {
+                short ev = POLLIN;
+                if (w->out.len > 0)
+                    ev |= POLLOUT;
+                pfd[n] = (struct pollfd){.fd = w->fd, .events = ev};
+                who[n++] = w;
+            }
+            if (w->pidfd >= 0) {
+                pfd[n] = (struct pollfd){.fd = w->pidfd, .events = POLLIN};
+                who[n++] = w;
+            }
+            if (w->head_deadline &&
+                (next_deadline == 0 || w->head_deadline < next_deadline))
+                next_deadline = w->head_deadline;
+        }
+        int timeout = -1;
+        if (next_deadline) {
+            uint64_t now = cf__now_ns();
+            timeout = next_deadline <= now
+                          ? 0
+                          : (int)((next_deadline - now) / 1000000 + 1);
+        }
+        poll(pfd, (nfds_t)n, timeout);
+        pthread_mutex_lock(&p->lock);
+        p->manager_sleeping = false;
+        pthread_mutex_unlock(&p->lock);
+        uint64_t drain;
+        if (pfd[0].revents & POLLIN) {
+            ssize_t rc = read(p->efd, &drain, sizeof drain);
+            (void)rc;
+        }
+        for (int i = 1; i < n; i++) {
+            pworker *w = who[i];
+            if (w->state == W_DEAD || pfd[i].revents == 0)
+                continue;
+            bool dead = false;
+            if (pfd[i].fd == w->pidfd) {
+                dead = true;
+            } else {
+                if ((pfd[i].revents & POLLOUT) && !write_worker(w))
+                    dead = true;
+                if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
+                    if (!read_worker(p, w))
+                        dead = true;
+            }
+            if (dead)
+                handle_death(p, w);
+        }
+        /* Time limits: kill the worker; its death settles the future. */
+        uint64_t now = cf__now_ns();
+        for (int i = 0; i < max; i++) {
+            pworker *w = &p->w[i];
+            if (w->state != W_DEAD && w->head_deadline &&
+                w->head_deadline <= now && !w->timed_out) {
+                w->timed_out = true;
+                kill(w->pid, SIGKILL);
+            }
+        }
+        pthread_mutex_lock(&p->lock);
+    }
+    pthread_mutex_unlock(&p->lock);
+
+    /* Shut the workers down: EOF on their socket makes them exit. */
+    for (int i = 0; i < max; i++)
+        if (p->w[i].state != W_DEAD && p->w[i].fd >= 0)
+            shutdown(p->w[i].fd, SHUT_WR);
+    for (int i = 0; i < max; i++) {
+        pworker *w = &p->w[i];
+        if (w->state == W_DEAD)
+            continue;
+        /* Give it a second to exit on its own, then SIGKILL. */
+        if (w->pidfd >= 0) {
+            struct pollfd one = {.fd = w->pidfd, .events = POLLIN};
+            if (poll(&one, 1, 1000) == 0)
+                kill(w->pid, SIGKILL);
+        }
+        handle_death(p, w);
+    }
+    free(pfd);
+    free(who);
+    manager_of = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    p->manager_done = true;
+    pthread_cond_broadcast(&p->done_cv);
+    bool orphan = p->orphaned;
+    pthread_mutex_unlock(&p->lock);
+    if (orphan) { /* freed from a callback on this thread */
+        pthread_detach(pthread_self());
+        extern void cf__process_pool_free(process_pool * p);
+        cf__process_pool_free(p);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* vtable                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int pp_submit(cf_executor *ex, cf_future *f, unsigned flags)
+{
+    (void)flags;
+    process_pool *p = pool_of(ex);
+    if (f->retries == 0 && p->max_retries > 0)
+        f->retries = (uint8_t)p->max_retries;
+    pthread_mutex_lock(&p->lock);
+    int rc = CF_OK;
+    if (p->broken)
+        rc = CF_EBROKEN;
+    else if (p->shutdown)
+        rc = CF_ESHUTDOWN;
+    else {
+        push_back_locked(p, f);
+        wake_manager_locked(p);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+static void pp_shutdown(cf_executor *ex, bool cancel_futures)
+{
+    process_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->lock);
+    p->shutdown = true;
+    cf_future *cancelled = cancel_futures ? take_all_locked(p) : NULL;
+    p->manager_sleeping = true; /* force a wake-up */
+    wake_manager_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    while (cancelled != NULL) {
+        cf_future *next = cancelled->next;
+        cancelled->next = NULL;
+        if (!cf_cancel(cancelled)) /* a requeued one is RUNNING */
+            cf__future_fail(cancelled, CF_EBROKEN, 0,
+                            "cancelled by shutdown after its worker died");
+        cf_future_release(cancelled);
+        cancelled = next;
+    }
+}
+
+static int pp_wait(cf_executor *ex, const cf_deadline *d)
+{
+    process_pool *p = pool_of(ex);
+    if (manager_of == p)
+        return CF_OK; /* a callback on the manager thread: cannot wait */
+    int rc = CF_OK;
+    pthread_mutex_lock(&p->lock);
+    while (!p->manager_done)
+        if (cf__cond_wait(&p->done_cv, &p->lock, d) == ETIMEDOUT &&
+            !p->manager_done) {
+            rc = CF_ETIMEDOUT;
+            break;
+        }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+static int pp_signal_workers(cf_executor *ex, int sig)
+{
+    process_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->lock);
+    p->pending_signal = sig;
+    p->manager_sleeping = true;
+    wake_manager_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    return CF_OK;
+}
+
+void cf__process_pool_free(process_pool *p);
+void cf__process_pool_free(process_pool *p)
+{
+    close(p->efd);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->done_cv);
+    free(p->w);
+    free(p->initarg);
+    free(p->broken_msg);
+    free(p);
+}
+
+static void pp_destroy(cf_executor *ex)
+{
+    process_pool *p = pool_of(ex);
+    if (manager_of == p) {
+        pthread_mutex_lock(&p->lock);
+        p->orphaned = true;
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    pthread_join(p->manager, NULL);
+    cf__process_pool_free(p);
+}
+
+static const cf_executor_vtable process_pool_vtable = {
+    .kind = "process",
+    .submit = pp_submit,
+    .shutdown = pp_shutdown,
+    .wait = pp_wait,
+    .signal_workers = pp_signal_workers,
+    .destroy = pp_destroy,
+};
+
+cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
+{
+    static const cf_process_pool_opts defaults;
+    if (opts == NULL)
+        opts = &defaults;
+    if (opts->max_workers < 0 || opts->max_tasks_per_child < 0 ||
+        opts->max_retries < 0 || opts->max_retries > 255 ||
+        (opts->initarg == NULL && opts->initarg_len > 0))
+        return cf__fail_null(CF_EINVAL);
+    int n = opts->max_workers ? opts->max_workers : cf__cpu_count();
+    process_pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return cf__fail_null(CF_ENOMEM);
+    p->w = calloc((size_t)n, sizeof *p->w);
+    p->initarg = malloc(opts->initarg_len ? opts->initarg_len : 1);
+    p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->w == NULL || p->initarg == NULL || p->efd < 0) {
+        if (p->efd >= 0)
+            close(p->efd);
+        free(p->w);
+        free(p->initarg);
+        free(p);
+        return cf__fail_null(CF_ENOMEM);
+    }
+    for (int i = 0; i < n; i++)
+        worker_reset(&p->w[i]);
+    if (opts->initarg_len)
+        memcpy(p->initarg, opts->initarg, opts->initarg_len);
+    p->initarg_len = opts->initarg_len;
+    if (opts->initializer != NULL) {
+        if (cf__fnref_make(opts->initializer, &p->init_ref) != CF_OK) {
+            cf__process_pool_free(p);
+            return cf__fail_null(CF_EINVAL);
+        }
+        p->has_init = true;
+    }
+    p->max_tasks_per_child = opts->max_tasks_per_child;
+    p->max_retries = opts->max_retries;
+    /* /proc/self/exe is this very program even if its file was replaced. */
+    snprintf(p->exe, sizeof p->exe, "/proc/self/exe");
+    cf__executor_init(&p->base, &process_pool_vtable, n);
+    pthread_mutex_init(&p->lock, NULL);
+    cf__cond_init(&p->done_cv);
+    if (pthread_create(&p->manager, NULL, manager_main, p) != 0) {
+        cf__process_pool_free(p);
+        return cf__fail_null(CF_ENOMEM);
+    }
+    return &p->base;
+}

@@ -1,0 +1,229 @@
+/*
+ * worker.c -- the worker process of a process pool.
+ *
+ * A process pool starts each worker with posix_spawn of /proc/self/exe and
+ * CFUTURES_WORKER_FD in its environment.  This file's constructor sees that
+ * variable before main() runs, and turns the process into a worker: it
+ * never returns to the program's main.
+ *
+ * The worker: closes every descriptor it does not need, ignores SIGINT
+ * (Ctrl-C is the parent's business), starts a thread that ends the process
+ * when the parent dies (a pidfd on the parent, so even a SIGKILLed parent
+ * is noticed at once), runs the initializer and says HELLO, then serves
+ * TASK frames one item at a time, writing one RESULT per item so that the
+ * parent always knows which task a crash interrupted.
+ */
+#include "fnref.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define WORKER_FD_ENV "CFUTURES_WORKER_FD"
+#define PARENT_ENV "CFUTURES_PARENT_PID"
+
+/* Referenced by process_pool.c so that a static link keeps this file (and
+ * its constructor) whenever the program uses a process pool. */
+const char cf__worker_env[] = WORKER_FD_ENV;
+
+static int wfd = -1;
+static pid_t parent;
+static _Atomic uint32_t cancel_word; /* FS_CANCEL_REQ (cooperative cancel) */
+
+static void die(const char *what)
+{
+    fprintf(stderr, "cfutures worker %d: %s\n", (int)getpid(), what);
+    _exit(70);
+}
+
+static bool read_full(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t r = read(wfd, p, n);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+        } else if (r == 0 || errno != EINTR) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void write_full(const void *buf, size_t n)
+{
+    const unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(wfd, p, n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && errno != EINTR) {
+            _exit(0); /* the parent is gone */
+        }
+    }
+}
+
+/* Ends the process when the parent does: poll a pidfd of the parent (or,
+ * where pidfds do not exist, check getppid() every 200 ms). */
+static void *watch_parent(void *arg)
+{
+    (void)arg;
+    int pfd = (int)syscall(SYS_pidfd_open, parent, 0);
+    if (getppid() != parent)
+        _exit(0);
+    for (;;) {
+        if (pfd >= 0) {
+            struct pollfd p = {.fd = pfd, .events = POLLIN};
+            if (poll(&p, 1, -1) > 0)
+                _exit(0);
+        } else {
+            usleep(200 * 1000);
+            if (getppid() != parent)
+                _exit(0);
+        }
+    }
+    return NULL;
+}
+
+/* Reads one frame; false at EOF.  *body is malloc'd (caller frees). */
+static bool read_frame(cf_wire_header *h, unsigned char **body)
+{
+    unsigned char hdr[CF_WIRE_HEADER];
+    if (!read_full(hdr, sizeof hdr))
+        return false;
+    if (cf__wire_header(hdr, h) != CF_OK)
+        die("bad frame header from the parent");
+    *body = malloc(h->body_len ? (size_t)h->body_len : 1);
+    if (*body == NULL)
+        die("out of memory for a task frame");
+    if (!read_full(*body, (size_t)h->body_len))
+        return false;
+    return true;
+}
+
+static void run_init(cf_wbuf *out, unsigned char *body, size_t len)
+{
+    cf_rbuf r = {body, len, 0};
+    cf_fnref ref;
+    const void *arg;
+    size_t arg_len;
+    char err[256];
+    if (cf__wire_read_fnref(&r, &ref) != CF_OK ||
+        cf__wire_read_bytes(&r, &arg, &arg_len) != CF_OK) {
+        cf__wire_hello(out, CF_EINVAL, 0, "malformed INIT frame");
+        return;
+    }
+    if (ref.module_len == 0 && ref.offset == 0) { /* no initializer */
+        cf__wire_hello(out, CF_OK, 0, NULL);
+        return;
+    }
+    cf_task_fn fn;
+    if (cf__fnref_resolve(&ref, &fn, err, sizeof err) != CF_OK) {
+        cf__wire_hello(out, CF_EINVAL, 0, err);
+        return;
+    }
+    cf_call c;
+    cf__call_init(&c, arg, arg_len, &cancel_word);
+    fn(&c);
+    cf__wire_hello(out, c.out.status, c.out.code, c.out.msg);
+    cf__outcome_clear(&c.out);
+}
+
+static void run_tasks(cf_wbuf *out, const cf_wire_header *h,
+                      unsigned char *body)
+{
+    cf_rbuf r = {body, (size_t)h->body_len, 0};
+    cf_fnref ref;
+    if (cf__wire_read_fnref(&r, &ref) != CF_OK)
+        die("malformed TASK frame");
+    char err[256];
+    cf_task_fn fn = NULL;
+    bool ok = cf__fnref_resolve(&ref, &fn, err, sizeof err) == CF_OK;
+    for (uint32_t i = 0; i < h->count; i++) {
+        cf_wire_item it;
+        if (cf__wire_read_item(&r, &it) != CF_OK)
+            die("malformed TASK item");
+        cf_call c;
+        cf__call_init(&c, it.arg, it.arg_len, &cancel_word);
+        if (ok)
+            fn(&c);
+        else
+            cf__outcome_failf(&c.out, CF_EINVAL, 0, "%s", err);
+        if (c.out.status != CF_OK && c.out.len > 0) /* a raise wins */
+            cf__outcome_set(&c.out, CF_KIND_NONE, NULL, 0);
+        out->len = 0;
+        size_t off = cf__wire_begin(out, CF_FRAME_RESULT, 1);
+        cf__wire_result(out, it.id, &c.out);
+        cf__wire_end(out, off);
+        cf__outcome_clear(&c.out);
+        if (out->oom)
+            die("out of memory for a result");
+        write_full(out->p, out->len);
+        atomic_store_explicit(&cancel_word, 0, memory_order_relaxed);
+    }
+}
+
+static void close_other_fds(int keep)
+{
+    /* close_range(2) where the kernel has it, else one by one. */
+    if (keep > 3)
+        syscall(SYS_close_range, 3u, (unsigned)keep - 1, 0u);
+    if (syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u) != 0) {
+        long max = sysconf(_SC_OPEN_MAX);
+        for (long fd = 3; fd < (max > 0 ? max : 1024); fd++)
+            if (fd != keep)
+                close((int)fd);
+    }
+}
+
+static void worker_main(int fd)
+{
+    wfd = fd;
+    const char *pp = getenv(PARENT_ENV);
+    parent = pp ? (pid_t)atol(pp) : getppid();
+    unsetenv(WORKER_FD_ENV); /* tasks that spawn programs do not pass it on */
+    unsetenv(PARENT_ENV);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_DFL);
+    close_other_fds(wfd);
+
+    pthread_t t;
+    if (pthread_create(&t, NULL, watch_parent, NULL) != 0)
+        die("cannot start the parent watcher");
+    pthread_detach(t);
+
+    cf_wbuf out = {0};
+    cf_wire_header h;
+    unsigned char *body;
+    if (!read_frame(&h, &body) || h.type != CF_FRAME_INIT)
+        _exit(0);
+    run_init(&out, body, (size_t)h.body_len);
+    free(body);
+    write_full(out.p, out.len);
+
+    while (read_frame(&h, &body)) {
+        if (h.type == CF_FRAME_TASK)
+            run_tasks(&out, &h, body);
+        free(body);
+    }
+    _exit(0); /* EOF: the parent shut the pool down or retired us */
+}
+
+__attribute__((constructor)) static void cf_worker_entry(void)
+{
+    const char *s = getenv(WORKER_FD_ENV);
+    if (s == NULL)
+        return;
+    char *end;
+    long fd = strtol(s, &end, 10);
+    if (*end != '\0' || fd < 0 || fd > 1 << 20)
+        return;
+    worker_main((int)fd);
+}
