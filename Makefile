@@ -45,6 +45,7 @@ check-tsan:
 
 demo: build
 	./build/examples/demo --executor thread
+	./build/examples/demo --executor process
 
 install: build
 	$(CMAKE) --install build --prefix $(PREFIX)

@@ -43,6 +43,8 @@ static cf_executor *make_executor(const char *kind, int workers)
 {
     if (strcmp(kind, "thread") == 0)
         return cf_thread_pool(&(cf_thread_pool_opts){.max_workers = workers});
+    if (strcmp(kind, "process") == 0)
+        return cf_process_pool(&(cf_process_pool_opts){.max_workers = workers});
     fprintf(stderr, "executor '%s' is not available in this build yet\n",
             kind);
     exit(2);

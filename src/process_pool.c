@@ -78,6 +78,7 @@ typedef struct process_pool {
     bool shutdown, broken, manager_done, orphaned;
     bool manager_sleeping;
     int pending_signal; /* for the manager: terminate / kill the workers */
+    int start_failures; /* workers in a row that died before HELLO */
     char *broken_msg;
     int efd;
     pthread_t manager;
@@ -430,6 +431,9 @@ static bool handle_frame(process_pool *p, pworker *w, const cf_wire_header *h,
             pthread_mutex_unlock(&p->lock);
         }
         w->state = W_READY;
+        pthread_mutex_lock(&p->lock);
+        p->start_failures = 0;
+        pthread_mutex_unlock(&p->lock);
         return true;
     }
     if (h->type != CF_FRAME_RESULT || w->state == W_STARTING)
@@ -601,7 +605,13 @@ static void handle_death(process_pool *p, pworker *w)
 
     pthread_mutex_lock(&p->lock);
     splice_front_locked(p, requeue);
-    if (died_starting && !p->broken && killsig == 0) {
+    /* A worker that dies before saying HELLO may have crashed in the
+     * initializer, or been killed from outside: three in a row break the
+     * pool (BrokenProcessPool), so a crashing initializer cannot make the
+     * pool respawn forever. */
+    if (!died_starting)
+        p->start_failures = 0;
+    else if (killsig == 0 && ++p->start_failures >= 3 && !p->broken) {
         p->broken = true;
         if (asprintf(&p->broken_msg,
                      "worker %d %s while starting (in the initializer?)",
@@ -658,8 +668,8 @@ static void *manager_main(void *arg)
             pthread_mutex_lock(&p->lock);
         }
         /* Hand out work to ready workers with room. */
-        bool room = false;
-        for (int i = 0; i < max && p->head != NULL; i++) {
+        size_t room = 0; /* frames that ready or starting workers can take */
+        for (int i = 0; i < max; i++) {
             pworker *w = &p->w[i];
             while (w->state == W_READY && w->frames < WINDOW &&
                    p->head != NULL &&
@@ -667,12 +677,12 @@ static void *manager_main(void *arg)
                     w->sent < (uint64_t)p->max_tasks_per_child))
                 if (!dispatch_one_locked(p, w))
                     break;
-            if ((w->state == W_READY || w->state == W_STARTING) &&
-                w->frames < WINDOW)
-                room = true;
+            if (w->state == W_READY || w->state == W_STARTING)
+                room += (size_t)(WINDOW - w->frames);
         }
-        /* Start a worker when work waits and no worker has room. */
-        if (p->head != NULL && !room && !p->broken && p->nworkers < max) {
+        /* Start a worker when more work waits than the workers can take
+         * (lazily, as Python: an idle pool has no processes). */
+        if (p->queued > room && !p->broken && p->nworkers < max) {
             pworker *w = free_slot(p);
             pthread_mutex_unlock(&p->lock);
             int rc = w ? spawn_worker(p, w) : CF_ENOMEM;
