@@ -543,6 +543,50 @@ CF_API size_t cf_as_completed_pending(const cf_as_completed *it);
 CF_API void cf_as_completed_free(cf_as_completed *it);
 
 /* ------------------------------------------------------------------------ */
+/* Continuations                                                             */
+/* ------------------------------------------------------------------------ */
+
+/** cf_then flags. */
+enum {
+    /** Run the continuation even when the first future failed or was
+     *  cancelled (its argument is then empty; see cf_antecedent). */
+    CF_THEN_ALWAYS = 1u << 0,
+};
+
+/**
+ * A future of fn applied to f's result: when f finishes, fn runs with a
+ * copy of f's result bytes as its argument, on executor ex, or inline in
+ * the thread that completed f if ex is NULL.  An error or cancellation of
+ * f passes to the new future without running fn (unless CF_THEN_ALWAYS).
+ * No thread blocks waiting for f; chains of any length use constant stack.
+ * If f is released while still pending, the new future ends with
+ * CF_EBROKEN.  The caller owns the returned future; f may be released at
+ * once.  NULL on error (cf_last_error(): CF_EINVAL, CF_ENOMEM).
+ */
+CF_API cf_future *cf_then(cf_future *f, cf_executor *ex, cf_task_fn fn,
+                          unsigned flags);
+
+/** Inside an inline continuation (cf_then with ex == NULL): the future it
+ *  continues (borrowed), to read its outcome.  NULL in other tasks. */
+CF_API cf_future *cf_antecedent(cf_call *c);
+
+/**
+ * A future that finishes (with an empty result, CF_OK) once every future
+ * of fs is done -- finished, failed or cancelled: inspect them for their
+ * outcomes.  n == 0 gives a finished future.  The inputs may be released
+ * at once; if one is freed while pending, the result ends with CF_EBROKEN.
+ * NULL on error (CF_EINVAL, CF_ENOMEM).
+ */
+CF_API cf_future *cf_when_all(cf_future *const *fs, size_t n);
+
+/**
+ * A future whose int64 result is the index in fs of the first future that
+ * is done (finished, failed or cancelled); -1 when n == 0.  Read it with
+ * cf_result_i64.  NULL on error (CF_EINVAL, CF_ENOMEM).
+ */
+CF_API cf_future *cf_when_any(cf_future *const *fs, size_t n);
+
+/* ------------------------------------------------------------------------ */
 /* map                                                                       */
 /* ------------------------------------------------------------------------ */
 

@@ -30,36 +30,44 @@ void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
     atomic_init(&ex->shut_down, false);
 }
 
-cf_future *cf__submit(cf_executor *ex, cf_task_fn fn, const void *arg,
-                      size_t len, const cf_task_opts *opts, unsigned chunk)
+int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
+                    const void *arg, size_t len, const cf_task_opts *opts,
+                    unsigned chunk)
 {
     static const cf_task_opts none;
     if (ex == NULL || fn == NULL || (arg == NULL && len > 0))
-        return cf__fail_null(CF_EINVAL);
+        return CF_EINVAL;
     if (opts == NULL)
         opts = &none;
     if (!(opts->time_limit >= 0) || opts->time_limit > 1e9 ||
         opts->retries < 0 || opts->retries > 255)
-        return cf__fail_null(CF_EINVAL);
+        return CF_EINVAL;
     if (atomic_load_explicit(&ex->shut_down, memory_order_acquire))
-        return cf__fail_null(CF_ESHUTDOWN);
-    cf_future *f = cf__future_alloc();
-    if (f == NULL)
-        return cf__fail_null(CF_ENOMEM);
+        return CF_ESHUTDOWN;
     f->fn = fn;
     f->ex = ex;
     f->retries = (uint8_t)opts->retries;
     f->time_limit = (float)opts->time_limit;
     f->chunk = (uint16_t)(chunk > 65535 ? 65535 : chunk);
-    if (cf__future_set_arg(f, arg, len, opts->flags & CF_BORROW_ARG) !=
-        CF_OK) {
-        cf_future_release(f);
-        return cf__fail_null(CF_ENOMEM);
-    }
+    if (cf__future_set_arg(f, arg, len, opts->flags & CF_BORROW_ARG) != CF_OK)
+        return CF_ENOMEM;
     cf_future_retain(f); /* the executor's reference */
     int rc = ex->vt->submit(ex, f, opts->flags);
-    if (rc != CF_OK) {
+    if (rc != CF_OK)
         cf_future_release(f);
+    return rc;
+}
+
+cf_future *cf__submit(cf_executor *ex, cf_task_fn fn, const void *arg,
+                      size_t len, const cf_task_opts *opts, unsigned chunk)
+{
+    if (ex == NULL || fn == NULL || (arg == NULL && len > 0))
+        return cf__fail_null(CF_EINVAL);
+    cf_future *f = cf__future_alloc();
+    if (f == NULL)
+        return cf__fail_null(CF_ENOMEM);
+    int rc = cf__submit_into(ex, f, fn, arg, len, opts, chunk);
+    if (rc != CF_OK) {
         cf_future_release(f);
         return cf__fail_null(rc);
     }

@@ -134,7 +134,15 @@ struct cf_listener {
     void (*notify)(cf_listener *self, cf_future *f);
     cf_done_fn fn;
     void *arg;
+    /* A callback whose future is freed before it completes (a standalone
+     * future released while pending) is dropped: drop(arg) is called so
+     * that its owner can settle what depended on it.  May be NULL. */
+    void (*drop)(void *arg);
 };
+
+/** cf_add_done_callback with a drop hook (see cf_listener). */
+CF_HIDDEN int cf__add_callback(cf_future *f, cf_done_fn fn, void *arg,
+                               void (*drop)(void *arg));
 
 /* Task fields, owned by the executor the future was submitted to. */
 enum { CF_ARG_OWNED = 1u << 0 };
@@ -201,6 +209,7 @@ CF_HIDDEN int cf__future_wait(cf_future *f, const cf_deadline *d);
 struct cf_call {
     const void *arg;
     size_t arg_len;
+    cf_future *antecedent; /* cf_then: the future it continues, or NULL */
     cf_outcome out;
     const _Atomic uint32_t *cancel_word; /* word holding FS_CANCEL_REQ */
 };
@@ -264,6 +273,11 @@ struct cf_executor {
     _Atomic bool shut_down; /* set by cf_shutdown before the vtable call */
 };
 
+/** Queues fn(arg) on ex as the task of an existing pending future f (which
+ *  the caller keeps its reference to).  CF_OK or an error (f untouched). */
+CF_HIDDEN int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
+                              const void *arg, size_t len,
+                              const cf_task_opts *opts, unsigned chunk);
 /** cf_submit_ex with the map's chunk hint (items per frame). */
 CF_HIDDEN cf_future *cf__submit(cf_executor *ex, cf_task_fn fn,
                                 const void *arg, size_t len,
