@@ -428,6 +428,43 @@ CF_API int cf_kill_workers(cf_executor *ex);
 /** Maximum number of workers of the executor. */
 CF_API int cf_executor_max_workers(const cf_executor *ex);
 
+/** Counters of an executor (cf_executor_stats).  They add up:
+ *  submitted == queued + running + done + failed + crashed + cancelled. */
+typedef struct cf_stats {
+    uint64_t submitted; /* tasks accepted by submit (and map) */
+    uint64_t queued;    /* waiting for a worker (a future cancelled while
+                           queued counts here until a worker drops it) */
+    uint64_t running;   /* running now */
+    uint64_t done;      /* finished with a result */
+    uint64_t failed;    /* finished with an error (raised, timed out, ...) */
+    uint64_t crashed;   /* their worker process died (CF_ECRASHED) */
+    uint64_t cancelled; /* cancelled before they ran */
+    double busy_seconds; /* total time workers spent with work to do */
+} cf_stats;
+
+/** A snapshot of the executor's counters.  CF_OK or CF_EINVAL.  Lock-free. */
+CF_API int cf_executor_stats(const cf_executor *ex, cf_stats *out);
+
+/**
+ * Told when a future that ended with an error (or a crash) is freed without
+ * anyone having read its result or error (cf_result, cf_exception,
+ * cf_map_next, a cf_then continuation): errors are never silent.  Runs in
+ * the thread that drops the last reference; f is still readable.
+ */
+typedef void (*cf_error_hook)(cf_future *f, const cf_error *err, void *arg);
+
+/**
+ * Sets the hook for futures of this executor (fn NULL: ignore such errors).
+ * Futures of an executor without its own hook, and standalone futures, use
+ * the process-wide hook, which by default prints one line to stderr.
+ * Returns CF_OK, CF_ENOMEM or CF_EINVAL.
+ */
+CF_API int cf_executor_set_error_hook(cf_executor *ex, cf_error_hook fn,
+                                      void *arg);
+/** Sets the process-wide hook (fn NULL: ignore); not thread-safe against
+ *  failing futures being freed at the same moment: call it at start-up. */
+CF_API void cf_set_default_error_hook(cf_error_hook fn, void *arg);
+
 /* ------------------------------------------------------------------------ */
 /* Process pool                                                              */
 /* ------------------------------------------------------------------------ */

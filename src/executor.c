@@ -7,8 +7,13 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define BUMP(ex, field, n) \
+    atomic_fetch_add_explicit(&(ex)->stats.field, (n), memory_order_relaxed)
 
 int cf__cpu_count(void)
 {
@@ -25,9 +30,124 @@ int cf__cpu_count(void)
 void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
                        int max_workers)
 {
+    static _Atomic int next_id = 1;
     ex->vt = vt;
     ex->max_workers = max_workers;
+    ex->id = atomic_fetch_add(&next_id, 1);
     atomic_init(&ex->shut_down, false);
+    atomic_init(&ex->hook, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+/* ------------------------------------------------------------------------ */
+
+
+void cf__stats_started(cf_executor *ex)
+{
+    BUMP(ex, started, 1);
+}
+
+void cf__stats_ended(cf_executor *ex, int status)
+{
+    if (status == CF_OK)
+        BUMP(ex, ok, 1);
+    else if (status == CF_ECRASHED)
+        BUMP(ex, crashed, 1);
+    else
+        BUMP(ex, failed, 1);
+}
+
+void cf__stats_cancelled(cf_executor *ex)
+{
+    BUMP(ex, cancelled, 1);
+}
+
+void cf__stats_busy(cf_executor *ex, uint64_t ns)
+{
+    BUMP(ex, busy_ns, ns);
+}
+
+int cf_executor_stats(const cf_executor *ex, cf_stats *out)
+{
+    if (ex == NULL || out == NULL)
+        return CF_EINVAL;
+    cf_executor *e = (cf_executor *)ex;
+#define LOAD(field) atomic_load_explicit(&e->stats.field, memory_order_relaxed)
+    /* Read the ends before the starts before the submits, so that a
+     * snapshot taken while tasks run never goes negative. */
+    uint64_t ok = LOAD(ok), failed = LOAD(failed), crashed = LOAD(crashed);
+    uint64_t cancelled = LOAD(cancelled);
+    uint64_t started = LOAD(started);
+    uint64_t submitted = LOAD(submitted);
+    out->submitted = submitted;
+    out->done = ok;
+    out->failed = failed;
+    out->crashed = crashed;
+    out->cancelled = cancelled;
+    out->running = started - ok - failed - crashed;
+    out->queued = submitted - started - cancelled;
+    out->busy_seconds = (double)LOAD(busy_ns) / 1e9;
+#undef LOAD
+    return CF_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Errors nobody read                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void print_unobserved(cf_future *f, const cf_error *err, void *arg)
+{
+    (void)arg;
+    char d[256];
+    fprintf(stderr,
+            "cfutures: a future's error was never read: %s (%s%s%s)\n",
+            cf_describe(f, d, sizeof d), cf_err_name(err->status),
+            *err->message ? ": " : "", err->message);
+}
+
+static cf_hook default_hook = {.refs = 1, .fn = print_unobserved};
+
+cf_hook *cf__hook_retain(cf_hook *h)
+{
+    if (h != NULL && h != &default_hook)
+        atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+    return h;
+}
+
+void cf__hook_release(cf_hook *h)
+{
+    if (h != NULL && h != &default_hook &&
+        atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+        free(h);
+}
+
+void cf__hook_call(cf_hook *h, cf_future *f, const cf_error *err)
+{
+    if (h == NULL)
+        h = &default_hook;
+    if (h->fn != NULL)
+        h->fn(f, err, h->arg);
+}
+
+int cf_executor_set_error_hook(cf_executor *ex, cf_error_hook fn, void *arg)
+{
+    if (ex == NULL)
+        return CF_EINVAL;
+    cf_hook *h = malloc(sizeof *h);
+    if (h == NULL)
+        return CF_ENOMEM;
+    atomic_init(&h->refs, 1);
+    h->fn = fn;
+    h->arg = arg;
+    cf__hook_release(atomic_exchange(&ex->hook, h));
+    return CF_OK;
+}
+
+void cf_set_default_error_hook(cf_error_hook fn, void *arg)
+{
+    default_hook.fn = fn;
+    default_hook.arg = arg;
 }
 
 int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
@@ -55,6 +175,8 @@ int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
     int rc = ex->vt->submit(ex, f, opts->flags);
     if (rc != CF_OK)
         cf_future_release(f);
+    else
+        BUMP(ex, submitted, 1);
     return rc;
 }
 
@@ -164,6 +286,7 @@ void cf_executor_free(cf_executor *ex)
     if (ex == NULL)
         return;
     cf_shutdown(ex, true, false);
+    cf__hook_release(atomic_exchange(&ex->hook, NULL));
     ex->vt->destroy(ex);
 }
 

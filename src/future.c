@@ -159,6 +159,18 @@ void cf_future_release(cf_future *f)
      * ThreadSanitizer understands it. */
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if ((s & FS_STATE) == CF_FINISHED && f->out.status != CF_OK) {
+        cf_hook *h = f->out.v.ptr; /* see internal.h */
+        if (!(s & FS_OBSERVED)) {
+            cf_error e = {f->out.status, f->out.code,
+                          f->out.msg ? f->out.msg : ""};
+            atomic_store_explicit(&f->refs, 1, memory_order_relaxed);
+            cf__hook_call(h, f, &e); /* f is readable, not retainable */
+        }
+        cf__hook_release(h);
+        f->out.v.ptr = NULL;
+    }
     /* Callbacks of a standalone future released while pending never run;
      * executors hold a reference until their task ends. */
     cf_listener *l = f->listeners;
@@ -386,6 +398,14 @@ int cf__future_claim(cf_future *f)
 
 void cf__future_publish(cf_future *f)
 {
+    cf_outcome *o = &f->out;
+    if (o->status != CF_OK) { /* no result bytes; v holds the error hook */
+        if (o->len > CF_INLINE_BYTES)
+            free(o->v.ptr);
+        o->len = 0;
+        o->kind = CF_KIND_NONE;
+        o->v.ptr = f->ex ? cf__hook_retain(atomic_load(&f->ex->hook)) : NULL;
+    }
     uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
     uint32_t n;
     do {

@@ -111,6 +111,9 @@ CF_HIDDEN void cf__outcome_clear(cf_outcome *o);
  *   bit  5    FS_CANCEL_REQ cf_request_cancel was called (cooperative)
  *   bit  6    FS_OBSERVED   someone read the result or error
  *
+ * A future that failed keeps no result bytes, so its outcome's v.ptr holds
+ * the hook (cf_hook, a reference) to tell if it is released unobserved.
+ *
  * The outcome is written before the release-CAS that sets FINISHED and
  * read after an acquire load that sees FINISHED, so it needs no lock.
  */
@@ -267,11 +270,36 @@ typedef struct cf_executor_vtable {
     void (*destroy)(struct cf_executor *ex);
 } cf_executor_vtable;
 
+/* The unobserved-error hook of an executor, shared with the failed futures
+ * that may outlive it (reference counted). */
+typedef struct cf_hook {
+    _Atomic uint32_t refs;
+    cf_error_hook fn;
+    void *arg;
+} cf_hook;
+
+CF_HIDDEN cf_hook *cf__hook_retain(cf_hook *h);
+CF_HIDDEN void cf__hook_release(cf_hook *h);
+/** Tells hook h (NULL: the default hook) that f's error went unread. */
+CF_HIDDEN void cf__hook_call(cf_hook *h, cf_future *f, const cf_error *err);
+
 struct cf_executor {
     const cf_executor_vtable *vt;
     int max_workers;
+    int id;                 /* 1, 2, ... in creation order (traces) */
     _Atomic bool shut_down; /* set by cf_shutdown before the vtable call */
+    _Atomic(cf_hook *) hook; /* NULL: the process-wide default hook */
+    struct { /* cf_executor_stats; relaxed atomics */
+        _Atomic uint64_t submitted, started, ok, failed, crashed, cancelled;
+        _Atomic uint64_t busy_ns;
+    } stats;
 };
+
+/** Statistics: a task started running / ended with `status`. */
+CF_HIDDEN void cf__stats_started(cf_executor *ex);
+CF_HIDDEN void cf__stats_ended(cf_executor *ex, int status);
+CF_HIDDEN void cf__stats_cancelled(cf_executor *ex);
+CF_HIDDEN void cf__stats_busy(cf_executor *ex, uint64_t ns);
 
 /** Queues fn(arg) on ex as the task of an existing pending future f (which
  *  the caller keeps its reference to).  CF_OK or an error (f untouched). */

@@ -66,6 +66,7 @@ typedef struct pworker {
     uint64_t head_deadline;      /* ns; 0: the head item has no limit */
     bool timed_out;              /* killed because the head ran too long */
     int kill_signal;             /* signal sent by terminate / kill */
+    uint64_t busy_since;         /* ns; when fl_count went above 0 */
 } pworker;
 
 typedef struct process_pool {
@@ -160,6 +161,7 @@ static void finish_from_wire(cf_future *f, const cf_wire_result *r)
 {
     if (cf__future_claim(f) != CF_OK)
         return;
+    cf__stats_ended(f->ex, r->status);
     cf_outcome *o = &f->out;
     if (r->status == CF_OK) {
         if (cf__outcome_set(o, r->kind, r->data, r->len) != CF_OK)
@@ -172,11 +174,15 @@ static void finish_from_wire(cf_future *f, const cf_wire_result *r)
     cf__future_publish(f);
 }
 
+/* Fails queued futures (they never ran: the pool broke or lost them). */
 static void fail_list(cf_future *f, int status, const char *msg)
 {
     while (f != NULL) {
         cf_future *next = f->next;
         f->next = NULL;
+        if (cf_set_running_or_notify_cancel(f) == CF_OK)
+            cf__stats_started(f->ex);
+        cf__stats_ended(f->ex, status);
         cf__future_fail(f, status, 0, "%s", msg);
         cf_future_release(f);
         f = next;
@@ -353,9 +359,12 @@ static bool dispatch_one_locked(process_pool *p, pworker *w)
          * already RUNNING. */
         int st = cf_set_running_or_notify_cancel(f);
         if (st == CF_ECANCELLED) {
+            cf__stats_cancelled(&p->base);
             cf_future_release(f);
             continue;
         }
+        if (st == CF_OK)
+            cf__stats_started(&p->base);
         if (n == 0) {
             fn = f->fn;
             max = f->chunk > 1 ? f->chunk : 1;
@@ -401,8 +410,10 @@ static bool dispatch_one_locked(process_pool *p, pworker *w)
     }
     w->frames++;
     w->sent += n;
-    if (w->fl_count == n)
+    if (w->fl_count == n) { /* was idle */
         set_head_deadline(w);
+        w->busy_since = cf__now_ns();
+    }
     pthread_mutex_lock(&p->lock);
     return true;
 }
@@ -449,6 +460,8 @@ static bool handle_frame(process_pool *p, pworker *w, const cf_wire_header *h,
         if (it.last)
             w->frames--;
         set_head_deadline(w);
+        if (w->fl_count == 0)
+            cf__stats_busy(&p->base, cf__now_ns() - w->busy_since);
         finish_from_wire(it.f, &res);
         cf_future_release(it.f);
     }
@@ -569,6 +582,8 @@ static void handle_death(process_pool *p, pworker *w)
         requeue = f;
     }
     cf_future *head = w->fl_count > 0 ? fl_at(w, 0)->f : NULL;
+    if (head != NULL)
+        cf__stats_busy(&p->base, cf__now_ns() - w->busy_since);
     pid_t pid = w->pid;
     bool timed_out = w->timed_out;
     int killsig = w->kill_signal;
@@ -579,11 +594,13 @@ static void handle_death(process_pool *p, pworker *w)
         char name[128];
         cf__fn_name(head->fn, name, sizeof name);
         if (timed_out) {
+            cf__stats_ended(&p->base, CF_ETIMEDOUT);
             cf__future_fail(head, CF_ETIMEDOUT, 0,
                             "task %s ran past its time limit of %gs; worker "
                             "%d was killed",
                             name, (double)head->time_limit, (int)pid);
         } else if (killsig != 0) {
+            cf__stats_ended(&p->base, CF_EBROKEN);
             cf__future_fail(head, CF_EBROKEN, -killsig,
                             "worker %d running task %s was stopped by "
                             "terminate/kill_workers (%s)",
@@ -596,6 +613,7 @@ static void handle_death(process_pool *p, pworker *w)
         } else {
             int code = WIFSIGNALED(status) ? -WTERMSIG(status)
                                            : WEXITSTATUS(status);
+            cf__stats_ended(&p->base, CF_ECRASHED);
             cf__future_fail(head, CF_ECRASHED, code,
                             "worker %d %s while running task %s", (int)pid,
                             how, name);
@@ -857,9 +875,13 @@ static void pp_shutdown(cf_executor *ex, bool cancel_futures)
     while (cancelled != NULL) {
         cf_future *next = cancelled->next;
         cancelled->next = NULL;
-        if (!cf_cancel(cancelled)) /* a requeued one is RUNNING */
+        if (cf_cancel(cancelled)) {
+            cf__stats_cancelled(ex);
+        } else { /* a requeued one is RUNNING */
+            cf__stats_ended(ex, CF_EBROKEN);
             cf__future_fail(cancelled, CF_EBROKEN, 0,
                             "cancelled by shutdown after its worker died");
+        }
         cf_future_release(cancelled);
         cancelled = next;
     }

@@ -91,8 +91,11 @@ bool cf_cancel_requested(cf_call *c)
 
 void cf__run_future(cf_future *f)
 {
-    if (cf_set_running_or_notify_cancel(f) != CF_OK)
-        return; /* cancelled while queued */
+    if (cf_set_running_or_notify_cancel(f) != CF_OK) {
+        cf__stats_cancelled(f->ex); /* cancelled while queued */
+        return;
+    }
+    cf__stats_started(f->ex);
     cf_call c;
     cf__call_init(&c, cf__future_arg(f), f->arg_len, &f->state);
     f->fn(&c);
@@ -107,5 +110,6 @@ void cf__run_future(cf_future *f)
         c.out.kind = CF_KIND_NONE;
     }
     f->out = c.out; /* moves ownership of the buffers */
+    cf__stats_ended(f->ex, c.out.status);
     cf__future_publish(f);
 }

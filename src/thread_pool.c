@@ -155,6 +155,8 @@ static void break_pool(thread_pool *p, int rc)
     while (f != NULL) {
         cf_future *next = f->next;
         f->next = NULL;
+        cf__stats_started(&p->base);
+        cf__stats_ended(&p->base, CF_EBROKEN);
         cf__future_fail(f, CF_EBROKEN, rc,
                         "a thread initializer failed (returned %d)", rc);
         cf_future_release(f);
@@ -176,6 +178,9 @@ static void *worker_main(void *arg)
     if (rc != 0)
         break_pool(p, rc);
 
+    /* Busy time is counted from wake-up to sleep, not per task: two clock
+     * reads per sleep instead of two per task. */
+    uint64_t busy_since = cf__now_ns();
     pthread_mutex_lock(&p->lock);
     while (rc == 0) {
         cf_future *f = pop_locked(p);
@@ -185,11 +190,13 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&p->lock);
             continue;
         }
+        cf__stats_busy(&p->base, cf__now_ns() - busy_since);
         if (p->shutdown || p->broken)
             break;
         p->idle++;
         pthread_cond_wait(&p->work_cv, &p->lock);
         p->idle--;
+        busy_since = cf__now_ns();
     }
     cf__current_helper = NULL;
     p->alive--;
@@ -294,6 +301,7 @@ static void tp_shutdown(cf_executor *ex, bool cancel_futures)
         cf_future *next = cancelled->next;
         cancelled->next = NULL;
         cf_cancel(cancelled);
+        cf__stats_cancelled(ex);
         cf_future_release(cancelled);
         cancelled = next;
     }
