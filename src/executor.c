@@ -171,6 +171,8 @@ int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
     f->chunk = (uint16_t)(chunk > 65535 ? 65535 : chunk);
     if (cf__future_set_arg(f, arg, len, opts->flags & CF_BORROW_ARG) != CF_OK)
         return CF_ENOMEM;
+    if (cf__tracing())
+        f->out.v.i64 = (int64_t)cf__now_ns(); /* see internal.h */
     cf_future_retain(f); /* the executor's reference */
     int rc = ex->vt->submit(ex, f, opts->flags);
     if (rc != CF_OK)

@@ -13,8 +13,11 @@
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <link.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The GNU build-id note of a loaded module, if it has one. */
@@ -149,17 +152,79 @@ int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn, char *err,
     return CF_OK;
 }
 
+/* Looks up the function symbol that contains `off` in the .symtab of the
+ * ELF file at path (static functions are not in the dynamic symbol table
+ * that dladdr reads).  Reads the file with pread: no mapping, no cache. */
+static bool symtab_name(const char *path, uintptr_t off, char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool found = false;
+    ElfW(Shdr) *sh = NULL;
+    ElfW(Sym) *syms = NULL;
+    ElfW(Ehdr) eh;
+    if (pread(fd, &eh, sizeof eh, 0) != (ssize_t)sizeof eh ||
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh.e_shentsize != sizeof(ElfW(Shdr)) || eh.e_shnum == 0 ||
+        eh.e_shnum > 4096)
+        goto out;
+    size_t shbytes = eh.e_shnum * sizeof *sh;
+    sh = malloc(shbytes);
+    if (sh == NULL ||
+        pread(fd, sh, shbytes, (off_t)eh.e_shoff) != (ssize_t)shbytes)
+        goto out;
+    for (int i = 0; i < eh.e_shnum && !found; i++) {
+        if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh.e_shnum ||
+            sh[i].sh_size > (64u << 20))
+            continue;
+        const ElfW(Shdr) *str = &sh[sh[i].sh_link];
+        size_t n = sh[i].sh_size / sizeof(ElfW(Sym));
+        free(syms);
+        syms = malloc(n * sizeof *syms + 1);
+        if (syms == NULL ||
+            pread(fd, syms, n * sizeof *syms, (off_t)sh[i].sh_offset) !=
+                (ssize_t)(n * sizeof *syms))
+            break;
+        for (size_t k = 0; k < n; k++) {
+            const ElfW(Sym) *sym = &syms[k];
+            if (ELF64_ST_TYPE(sym->st_info) != STT_FUNC || sym->st_value == 0 ||
+                off < sym->st_value ||
+                off >= sym->st_value + (sym->st_size ? sym->st_size : 1))
+                continue;
+            ssize_t got = pread(fd, buf, len - 1,
+                                (off_t)(str->sh_offset + sym->st_name));
+            if (got <= 0)
+                break;
+            buf[got] = '\0';
+            found = buf[0] != '\0';
+            break;
+        }
+    }
+out:
+    free(sh);
+    free(syms);
+    close(fd);
+    return found;
+}
+
 const char *cf__fn_name(cf_task_fn fn, char *buf, size_t len)
 {
     Dl_info info;
     if (dladdr((void *)fn, &info) && info.dli_sname != NULL &&
-        (uintptr_t)info.dli_saddr == (uintptr_t)fn)
+        (uintptr_t)info.dli_saddr == (uintptr_t)fn) {
         snprintf(buf, len, "%s", info.dli_sname);
-    else if (dladdr((void *)fn, &info) && info.dli_fbase != NULL)
-        snprintf(buf, len, "%s+0x%lx",
-                 info.dli_fname && *info.dli_fname ? info.dli_fname : "<main>",
-                 (unsigned long)((uintptr_t)fn - (uintptr_t)info.dli_fbase));
-    else
-        snprintf(buf, len, "%p", (void *)fn);
+        return buf;
+    }
+    cf_fnref ref;
+    if (cf__fnref_make(fn, &ref) == CF_OK) {
+        const char *path = ref.module_len ? ref.module : "/proc/self/exe";
+        if (symtab_name(path, (uintptr_t)ref.offset, buf, len))
+            return buf;
+        snprintf(buf, len, "%s+0x%llx", ref.module_len ? ref.module : "<main>",
+                 (unsigned long long)ref.offset);
+        return buf;
+    }
+    snprintf(buf, len, "%p", (void *)fn);
     return buf;
 }

@@ -314,6 +314,21 @@ CF_HIDDEN cf_future *cf__submit(cf_executor *ex, cf_task_fn fn,
 CF_HIDDEN void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
                                  int max_workers);
 
+/* trace.c: the timeline (cf_trace_start).  cf__trace_on is the only cost
+ * when tracing is off.  While a future is queued, its outcome is unused,
+ * so the submit time is kept in f->out.v.i64 for the trace. */
+CF_HIDDEN extern _Atomic bool cf__trace_on;
+static inline bool cf__tracing(void)
+{
+    return CF_UNLIKELY(atomic_load_explicit(&cf__trace_on,
+                                            memory_order_relaxed));
+}
+CF_HIDDEN void cf__trace_task(const cf_executor *ex, long tid, cf_task_fn fn,
+                              uint64_t queued, uint64_t start, uint64_t end,
+                              int status);
+/** The trace row of the current pool thread (its index). */
+CF_HIDDEN extern _Thread_local long cf__trace_tid;
+
 /** Number of CPUs this process may run on (sched_getaffinity), >= 1. */
 CF_HIDDEN int cf__cpu_count(void);
 

@@ -45,7 +45,8 @@ extern char **environ;
 typedef struct inflight {
     cf_future *f;
     uint64_t id;
-    bool last; /* last item of its frame */
+    bool last;       /* last item of its frame */
+    uint64_t queued; /* submit time, for the trace (0: not tracing) */
 } inflight;
 
 enum wstate { W_STARTING, W_READY, W_RETIRING, W_DEAD };
@@ -67,6 +68,7 @@ typedef struct pworker {
     bool timed_out;              /* killed because the head ran too long */
     int kill_signal;             /* signal sent by terminate / kill */
     uint64_t busy_since;         /* ns; when fl_count went above 0 */
+    uint64_t head_start;         /* ns; when the head item started */
 } pworker;
 
 typedef struct process_pool {
@@ -322,7 +324,8 @@ static bool fl_push(pworker *w, cf_future *f, bool last)
         w->fl_head = 0;
         w->fl_cap = cap;
     }
-    *fl_at(w, w->fl_count) = (inflight){f, w->next_id++, last};
+    uint64_t queued = cf__tracing() ? (uint64_t)f->out.v.i64 : 0;
+    *fl_at(w, w->fl_count) = (inflight){f, w->next_id++, last, queued};
     w->fl_count++;
     return true;
 }
@@ -330,6 +333,7 @@ static bool fl_push(pworker *w, cf_future *f, bool last)
 static void set_head_deadline(pworker *w)
 {
     w->head_deadline = 0;
+    w->head_start = cf__now_ns();
     if (w->fl_count > 0) {
         float lim = fl_at(w, 0)->f->time_limit;
         if (lim > 0)
@@ -459,6 +463,9 @@ static bool handle_frame(process_pool *p, pworker *w, const cf_wire_header *h,
         w->fl_count--;
         if (it.last)
             w->frames--;
+        if (it.queued != 0)
+            cf__trace_task(&p->base, w->pid, it.f->fn, it.queued,
+                           w->head_start, cf__now_ns(), res.status);
         set_head_deadline(w);
         if (w->fl_count == 0)
             cf__stats_busy(&p->base, cf__now_ns() - w->busy_since);

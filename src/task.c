@@ -10,6 +10,8 @@
 
 static const _Atomic uint32_t no_cancel;
 
+_Thread_local long cf__trace_tid;
+
 void cf__call_init(cf_call *c, const void *arg, size_t len,
                    const _Atomic uint32_t *cancel_word)
 {
@@ -96,9 +98,17 @@ void cf__run_future(cf_future *f)
         return;
     }
     cf__stats_started(f->ex);
+    uint64_t queued = 0, start = 0;
+    if (cf__tracing()) {
+        queued = (uint64_t)f->out.v.i64;
+        start = cf__now_ns();
+    }
     cf_call c;
     cf__call_init(&c, cf__future_arg(f), f->arg_len, &f->state);
     f->fn(&c);
+    if (start != 0)
+        cf__trace_task(f->ex, cf__trace_tid, f->fn, queued, start,
+                       cf__now_ns(), c.out.status);
     if (cf__future_claim(f) != CF_OK) { /* cannot happen: we run it */
         cf__outcome_clear(&c.out);
         return;

@@ -173,6 +173,7 @@ static void *worker_main(void *arg)
     name[15] = '\0'; /* the kernel's limit for thread names */
     pthread_setname_np(pthread_self(), name);
     cf__current_helper = &w->helper;
+    cf__trace_tid = w->index;
 
     int rc = p->initializer ? p->initializer(p->initarg) : 0;
     if (rc != 0)
