@@ -361,8 +361,30 @@ bool cf_request_cancel(cf_future *f)
 {
     if (f == NULL)
         return false;
-    atomic_fetch_or_explicit(&f->state, FS_CANCEL_REQ, memory_order_acq_rel);
-    return cf_cancel(f);
+    uint32_t s = atomic_fetch_or_explicit(&f->state, FS_CANCEL_REQ,
+                                          memory_order_acq_rel);
+    if (cf_cancel(f))
+        return true;
+    if ((s & FS_STATE) == CF_RUNNING && f->ex != NULL &&
+        f->ex->vt->cancel_running != NULL)
+        f->ex->vt->cancel_running(f->ex, f, false);
+    return false;
+}
+
+int cf_kill_task(cf_future *f)
+{
+    if (f == NULL)
+        return CF_EINVAL;
+    uint32_t s = atomic_fetch_or_explicit(&f->state, FS_CANCEL_REQ | FS_KILL_REQ,
+                                          memory_order_acq_rel);
+    if (cf_cancel(f))
+        return CF_OK;
+    if (cf__state_done(s))
+        return CF_ESTATE;
+    if (f->ex == NULL || f->ex->vt->cancel_running == NULL)
+        return CF_EINVAL; /* a thread cannot be killed: the flag is up */
+    f->ex->vt->cancel_running(f->ex, f, true);
+    return CF_OK;
 }
 
 int cf_set_running_or_notify_cancel(cf_future *f)
@@ -547,26 +569,34 @@ int cf__future_wait(cf_future *f, const cf_deadline *d)
     }
 }
 
-/* Waits, then says how the future ended (its status, or CF_ECANCELLED). */
-static int wait_outcome(cf_future *f, double timeout)
+/* Waits until f is done: CF_OK, CF_ETIMEDOUT (not done in time) or
+ * CF_EINVAL.  Marks the outcome as read. */
+static int wait_done(cf_future *f, double timeout)
 {
-    if (f == NULL)
+    if (f == NULL || isnan(timeout) || timeout < 0)
         return CF_EINVAL;
     uint32_t s = cf__state_load(f);
     if (!cf__state_done(s)) {
+        if (timeout == 0)
+            return CF_ETIMEDOUT; /* a poll never sleeps */
         cf_deadline d;
-        if (cf__deadline(timeout, &d) != CF_OK)
-            return CF_EINVAL;
-        int rc = cf__future_wait(f, &d);
-        if (rc != CF_OK)
-            return rc;
+        cf__deadline(timeout, &d);
+        if (cf__future_wait(f, &d) != CF_OK)
+            return CF_ETIMEDOUT;
         s = cf__state_load(f);
-    } else if (isnan(timeout) || timeout < 0) {
-        return CF_EINVAL;
     }
     if (!(s & FS_OBSERVED))
         atomic_fetch_or_explicit(&f->state, FS_OBSERVED, memory_order_relaxed);
-    if ((s & FS_STATE) == CF_CANCELLED)
+    return CF_OK;
+}
+
+/* Waits, then says how the future ended (its status, or CF_ECANCELLED). */
+static int wait_outcome(cf_future *f, double timeout)
+{
+    int rc = wait_done(f, timeout);
+    if (rc != CF_OK)
+        return rc;
+    if ((cf__state_load(f) & FS_STATE) == CF_CANCELLED)
         return CF_ECANCELLED;
     return f->out.status;
 }
@@ -623,10 +653,11 @@ int cf_exception(cf_future *f, double timeout, cf_error *err)
 {
     if (err == NULL)
         return CF_EINVAL;
-    int rc = wait_outcome(f, timeout);
-    if (rc == CF_ECANCELLED || rc == CF_EINVAL ||
-        (rc == CF_ETIMEDOUT && !cf_done(f)))
+    int rc = wait_done(f, timeout);
+    if (rc != CF_OK)
         return rc;
+    if ((cf__state_load(f) & FS_STATE) == CF_CANCELLED)
+        return CF_ECANCELLED;
     err->status = f->out.status;
     err->code = f->out.code;
     err->message = f->out.msg ? f->out.msg : "";

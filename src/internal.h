@@ -110,6 +110,7 @@ CF_HIDDEN void cf__outcome_clear(cf_outcome *o);
  *   bit  4    FS_SLEEPERS   a thread sleeps on the word: wake it on change
  *   bit  5    FS_CANCEL_REQ cf_request_cancel was called (cooperative)
  *   bit  6    FS_OBSERVED   someone read the result or error
+ *   bit  7    FS_KILL_REQ   cf_kill_task was called (process pool)
  *
  * A future that failed keeps no result bytes, so its outcome's v.ptr holds
  * the hook (cf_hook, a reference) to tell if it is released unobserved.
@@ -124,6 +125,7 @@ enum {
     FS_SLEEPERS = 1u << 4,
     FS_CANCEL_REQ = 1u << 5,
     FS_OBSERVED = 1u << 6,
+    FS_KILL_REQ = 1u << 7,
 };
 
 /*
@@ -215,6 +217,10 @@ struct cf_call {
     cf_future *antecedent; /* cf_then: the future it continues, or NULL */
     cf_outcome out;
     const _Atomic uint32_t *cancel_word; /* word holding FS_CANCEL_REQ */
+    /* Process workers: the parent writes id + 1 into *cancel_id (shared
+     * memory) to ask the running item to stop. */
+    const _Atomic uint64_t *cancel_id;
+    uint64_t id;
 };
 
 CF_HIDDEN void cf__call_init(cf_call *c, const void *arg, size_t len,
@@ -264,6 +270,9 @@ typedef struct cf_executor_vtable {
     /* Blocks until every task has ended and the workers have exited, or
      * the deadline passes: CF_OK or CF_ETIMEDOUT. */
     int (*wait)(struct cf_executor *ex, const cf_deadline *d);
+    /* Optional: tells the worker running f that f's cancel flag was
+     * raised (cooperative), or kills that worker (force). */
+    void (*cancel_running)(struct cf_executor *ex, cf_future *f, bool force);
     /* Optional: sends sig to every worker process (terminate / kill). */
     int (*signal_workers)(struct cf_executor *ex, int sig);
     /* Frees everything; the workers have exited. */

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -41,6 +42,7 @@ extern char **environ;
 #define WINDOW 2           /* frames in flight per worker */
 #define READ_CHUNK 65536   /* bytes read per read(2) */
 #define WORKER_FD 3        /* the worker's end of its socket, in the worker */
+#define WORKER_SHM_FD 4    /* the page shared with the worker, in the worker */
 
 typedef struct inflight {
     cf_future *f;
@@ -69,6 +71,8 @@ typedef struct pworker {
     int kill_signal;             /* signal sent by terminate / kill */
     uint64_t busy_since;         /* ns; when fl_count went above 0 */
     uint64_t head_start;         /* ns; when the head item started */
+    cf_worker_shm *shm;          /* shared page (cooperative cancel) */
+    bool killed_task;            /* killed by cf_kill_task of the head */
 } pworker;
 
 typedef struct process_pool {
@@ -82,6 +86,7 @@ typedef struct process_pool {
     bool manager_sleeping;
     int pending_signal; /* for the manager: terminate / kill the workers */
     int start_failures; /* workers in a row that died before HELLO */
+    bool cancel_check;  /* cf_request_cancel / cf_kill_task happened */
     char *broken_msg;
     int efd;
     pthread_t manager;
@@ -197,6 +202,8 @@ static void fail_list(cf_future *f, int status, const char *msg)
 
 static void worker_reset(pworker *w)
 {
+    if (w->shm != NULL)
+        munmap(w->shm, sizeof *w->shm);
     cf__wbuf_free(&w->out);
     free(w->in);
     free(w->fl);
@@ -233,11 +240,12 @@ static int spawn_worker(process_pool *p, pworker *w)
     size_t n = 0;
     while (environ[n] != NULL)
         n++;
-    char **env = calloc(n + 5, sizeof *env);
-    char fdvar[64], ppvar[64];
+    char **env = calloc(n + 6, sizeof *env);
+    char fdvar[64], ppvar[64], shmvar[64];
     char *asan = sanitizer_env("ASAN_OPTIONS");
     char *tsan = sanitizer_env("TSAN_OPTIONS");
     int rc = CF_ENOMEM;
+    int mfd = -1;
     if (env == NULL || asan == NULL || tsan == NULL)
         goto out;
     size_t k = 0;
@@ -248,22 +256,41 @@ static int spawn_worker(process_pool *p, pworker *w)
             env[k++] = environ[i];
     snprintf(fdvar, sizeof fdvar, "%s=%d", cf__worker_env, WORKER_FD);
     snprintf(ppvar, sizeof ppvar, "CFUTURES_PARENT_PID=%d", (int)getpid());
+    snprintf(shmvar, sizeof shmvar, "CFUTURES_WORKER_SHM=%d", WORKER_SHM_FD);
     env[k++] = fdvar;
     env[k++] = ppvar;
+    env[k++] = shmvar;
     env[k++] = asan;
     env[k++] = tsan;
     env[k] = NULL;
 
-    int child = sv[1];
-    if (child == WORKER_FD) { /* dup2 onto itself would keep CLOEXEC */
-        child = fcntl(sv[1], F_DUPFD_CLOEXEC, WORKER_FD + 1);
-        if (child < 0)
-            goto out;
+    mfd = memfd_create("cfutures-worker", MFD_CLOEXEC);
+    if (mfd < 0 || ftruncate(mfd, sizeof(cf_worker_shm)) != 0)
+        goto out;
+    void *shm = mmap(NULL, sizeof(cf_worker_shm), PROT_READ | PROT_WRITE,
+                     MAP_SHARED, mfd, 0);
+    if (shm == MAP_FAILED)
+        goto out;
+    w->shm = shm;
+    /* The sources of the dup2s must not be the targets (3, 4). */
+    int child = sv[1] > WORKER_SHM_FD
+                    ? sv[1]
+                    : fcntl(sv[1], F_DUPFD_CLOEXEC, WORKER_SHM_FD + 1);
+    int child_shm = mfd > WORKER_SHM_FD
+                        ? mfd
+                        : fcntl(mfd, F_DUPFD_CLOEXEC, WORKER_SHM_FD + 1);
+    if (child < 0 || child_shm < 0) {
+        if (child >= 0 && child != sv[1])
+            close(child);
+        if (child_shm >= 0 && child_shm != mfd)
+            close(child_shm);
+        goto out;
     }
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, child, WORKER_FD);
+    posix_spawn_file_actions_adddup2(&fa, child_shm, WORKER_SHM_FD);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawnattr_init(&at);
     sigset_t none;
@@ -277,6 +304,8 @@ static int spawn_worker(process_pool *p, pworker *w)
     posix_spawnattr_destroy(&at);
     if (child != sv[1])
         close(child);
+    if (child_shm != mfd)
+        close(child_shm);
     if (e != 0) {
         rc = e == ENOMEM || e == EAGAIN ? CF_ENOMEM : CF_EBROKEN;
         goto out;
@@ -296,6 +325,8 @@ static int spawn_worker(process_pool *p, pworker *w)
     cf__wire_end(&w->out, off);
     rc = w->out.oom ? CF_ENOMEM : CF_OK;
 out:
+    if (mfd >= 0)
+        close(mfd);
     if (sv[0] >= 0)
         close(sv[0]);
     close(sv[1]);
@@ -330,8 +361,26 @@ static bool fl_push(pworker *w, cf_future *f, bool last)
     return true;
 }
 
+/* Forwards cancel requests of the head item (the one running): the
+ * cooperative flag through the shared page, a kill by SIGKILL. */
+static void apply_cancel(pworker *w)
+{
+    if (w->fl_count == 0 || w->state == W_DEAD)
+        return;
+    inflight *h = fl_at(w, 0);
+    uint32_t st = cf__state_load(h->f);
+    if ((st & FS_KILL_REQ) && !w->killed_task && !w->timed_out) {
+        w->killed_task = true;
+        kill(w->pid, SIGKILL);
+    } else if ((st & FS_CANCEL_REQ) && w->shm != NULL) {
+        atomic_store_explicit(&w->shm->cancel_id, h->id + 1,
+                              memory_order_relaxed);
+    }
+}
+
 static void set_head_deadline(pworker *w)
 {
+    apply_cancel(w);
     w->head_deadline = 0;
     w->head_start = cf__now_ns();
     if (w->fl_count > 0) {
@@ -594,6 +643,7 @@ static void handle_death(process_pool *p, pworker *w)
     pid_t pid = w->pid;
     bool timed_out = w->timed_out;
     int killsig = w->kill_signal;
+    bool killed_task = w->killed_task;
     w->fl_count = 0;
     worker_reset(w);
 
@@ -606,6 +656,12 @@ static void handle_death(process_pool *p, pworker *w)
                             "task %s ran past its time limit of %gs; worker "
                             "%d was killed",
                             name, (double)head->time_limit, (int)pid);
+        } else if (killed_task) {
+            cf__stats_ended(&p->base, CF_ECANCELLED);
+            cf__future_fail(head, CF_ECANCELLED, 0,
+                            "task %s was stopped by cf_kill_task; worker %d "
+                            "was killed",
+                            name, (int)pid);
         } else if (killsig != 0) {
             cf__stats_ended(&p->base, CF_EBROKEN);
             cf__future_fail(head, CF_EBROKEN, -killsig,
@@ -683,6 +739,11 @@ static void *manager_main(void *arg)
                     p->w[i].kill_signal = sig;
                     kill(p->w[i].pid, sig);
                 }
+        }
+        if (p->cancel_check) {
+            p->cancel_check = false;
+            for (int i = 0; i < max; i++)
+                apply_cancel(&p->w[i]);
         }
         if (p->broken && p->head != NULL) {
             cf_future *all;
@@ -911,6 +972,18 @@ static int pp_wait(cf_executor *ex, const cf_deadline *d)
     return rc;
 }
 
+static void pp_cancel_running(cf_executor *ex, cf_future *f, bool force)
+{
+    (void)f;
+    (void)force; /* the manager reads the request from f's state word */
+    process_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->lock);
+    p->cancel_check = true;
+    p->manager_sleeping = true;
+    wake_manager_locked(p);
+    pthread_mutex_unlock(&p->lock);
+}
+
 static int pp_signal_workers(cf_executor *ex, int sig)
 {
     process_pool *p = pool_of(ex);
@@ -952,6 +1025,7 @@ static const cf_executor_vtable process_pool_vtable = {
     .submit = pp_submit,
     .shutdown = pp_shutdown,
     .wait = pp_wait,
+    .cancel_running = pp_cancel_running,
     .signal_workers = pp_signal_workers,
     .destroy = pp_destroy,
 };

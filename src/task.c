@@ -87,8 +87,14 @@ int cf_raise(cf_call *c, int code, const char *fmt, ...)
 
 bool cf_cancel_requested(cf_call *c)
 {
-    return (atomic_load_explicit(c->cancel_word, memory_order_relaxed) &
-            FS_CANCEL_REQ) != 0;
+    if (c == NULL)
+        return false;
+    if (atomic_load_explicit(c->cancel_word, memory_order_relaxed) &
+        FS_CANCEL_REQ)
+        return true;
+    return c->cancel_id != NULL &&
+           atomic_load_explicit(c->cancel_id, memory_order_relaxed) ==
+               c->id + 1;
 }
 
 void cf__run_future(cf_future *f)

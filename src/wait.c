@@ -456,8 +456,10 @@ size_t cf_as_completed_drain(cf_as_completed *it, cf_future **out, size_t max)
     size_t k = it->tail - it->head;
     if (k > max)
         k = max;
-    memcpy(out, it->ready + it->head, k * sizeof *out);
-    it->head += k;
+    if (k > 0) {
+        memcpy(out, it->ready + it->head, k * sizeof *out);
+        it->head += k;
+    }
     pthread_mutex_unlock(&it->w.lock);
     return k;
 }

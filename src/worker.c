@@ -16,16 +16,19 @@
 #include "fnref.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #define WORKER_FD_ENV "CFUTURES_WORKER_FD"
 #define PARENT_ENV "CFUTURES_PARENT_PID"
+#define SHM_ENV "CFUTURES_WORKER_SHM"
 
 /* Referenced by process_pool.c so that a static link keeps this file (and
  * its constructor) whenever the program uses a process pool. */
@@ -33,7 +36,8 @@ const char cf__worker_env[] = WORKER_FD_ENV;
 
 static int wfd = -1;
 static pid_t parent;
-static _Atomic uint32_t cancel_word; /* FS_CANCEL_REQ (cooperative cancel) */
+static const _Atomic uint32_t cancel_word; /* unused: requests come by shm */
+static const cf_worker_shm *shm;        /* the page shared with the parent */
 
 static void die(const char *what)
 {
@@ -152,6 +156,8 @@ static void run_tasks(cf_wbuf *out, const cf_wire_header *h,
             die("malformed TASK item");
         cf_call c;
         cf__call_init(&c, it.arg, it.arg_len, &cancel_word);
+        c.cancel_id = shm ? &shm->cancel_id : NULL;
+        c.id = it.id;
         if (ok)
             fn(&c);
         else
@@ -166,21 +172,27 @@ static void run_tasks(cf_wbuf *out, const cf_wire_header *h,
         if (out->oom)
             die("out of memory for a result");
         write_full(out->p, out->len);
-        atomic_store_explicit(&cancel_word, 0, memory_order_relaxed);
     }
 }
 
-static void close_other_fds(int keep)
+/* Closes the descriptors from..to (close_range(2), or one by one). */
+static void close_between(int from, int to)
 {
-    /* close_range(2) where the kernel has it, else one by one. */
-    if (keep > 3)
-        syscall(SYS_close_range, 3u, (unsigned)keep - 1, 0u);
-    if (syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u) != 0) {
-        long max = sysconf(_SC_OPEN_MAX);
-        for (long fd = 3; fd < (max > 0 ? max : 1024); fd++)
-            if (fd != keep)
-                close((int)fd);
-    }
+    if (from > to)
+        return;
+    if (syscall(SYS_close_range, (unsigned)from, (unsigned)to, 0u) == 0)
+        return;
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = from; fd <= to && fd < (max > 0 ? max : 1024); fd++)
+        close((int)fd);
+}
+
+/* Closes every descriptor above 2 but a and b (a <= b). */
+static void close_other_fds(int a, int b)
+{
+    close_between(3, a - 1);
+    close_between(a + 1, b - 1);
+    close_between(b + 1, INT_MAX);
 }
 
 static void worker_main(int fd)
@@ -188,11 +200,22 @@ static void worker_main(int fd)
     wfd = fd;
     const char *pp = getenv(PARENT_ENV);
     parent = pp ? (pid_t)atol(pp) : getppid();
+    const char *sm = getenv(SHM_ENV);
+    int shm_fd = sm ? atoi(sm) : -1;
     unsetenv(WORKER_FD_ENV); /* tasks that spawn programs do not pass it on */
     unsetenv(PARENT_ENV);
+    unsetenv(SHM_ENV);
     signal(SIGINT, SIG_IGN);
     signal(SIGPIPE, SIG_DFL);
-    close_other_fds(wfd);
+    if (shm_fd < 3 || shm_fd == wfd)
+        shm_fd = -1;
+    close_other_fds(shm_fd >= 0 && shm_fd < wfd ? shm_fd : wfd,
+                    shm_fd > wfd ? shm_fd : wfd);
+    if (shm_fd >= 0) {
+        void *p = mmap(NULL, sizeof *shm, PROT_READ, MAP_SHARED, shm_fd, 0);
+        shm = p == MAP_FAILED ? NULL : p;
+        close(shm_fd);
+    }
 
     pthread_t t;
     if (pthread_create(&t, NULL, watch_parent, NULL) != 0)
