@@ -189,10 +189,51 @@ static void pattern_as_completed(cf_executor *ex)
     release_all(fs);
 }
 
+/* (d) the long version: each size 16 times (64 tasks, balanced), as a
+ * map with a progress bar, against the same calls in a serial loop. */
+static void pattern_long(cf_executor *ex)
+{
+    enum { REPEAT = 16, N = NWORK * REPEAT };
+    int64_t work[N];
+    for (int i = 0; i < N; i++) /* a fixed shuffle: sizes interleaved */
+        work[i] = WORK_LIST[(i * 7 + i / NWORK) % NWORK];
+    double start = now();
+    int64_t serial = 0;
+    for (int i = 0; i < N; i++) {
+        int64_t s = 0;
+        for (int64_t k = 1; k <= work[i]; k++) {
+            s += k;
+            __asm__ volatile("" : "+r"(s));
+        }
+        serial += s;
+    }
+    double t_serial = now() - start;
+    start = now();
+    cf_map *m = cf_map_i64(ex, sum_to, work, N,
+                           &(cf_map_opts){.progress = "64 sums"});
+    if (m == NULL)
+        die("cf_map_i64", cf_last_error());
+    int64_t total = 0, v;
+    int rc;
+    while ((rc = cf_map_next_i64(m, &v)) == CF_OK)
+        total += v;
+    if (rc != CF_END)
+        die("cf_map_next_i64", rc);
+    cf_map_free(m);
+    double t_map = now() - start;
+    if (total != serial) {
+        fprintf(stderr, "WRONG total %" PRId64 " != %" PRId64 "\n", total,
+                serial);
+        failures++;
+    }
+    printf("serial %.2fsec, map %.2fsec: speedup %.2fx on %d workers\n",
+           t_serial, t_map, t_serial / t_map, cf_executor_max_workers(ex));
+}
+
 static _Noreturn void usage(const char *prog)
 {
     fprintf(stderr, "usage: %s [--executor thread|process|mpi] "
-            "[--workers N]\n", prog);
+            "[--workers N] [--trace FILE.json]\n", prog);
     exit(2);
 }
 
@@ -200,10 +241,13 @@ int main(int argc, char **argv)
 {
     const char *kind = "thread";
     int workers = 0; /* 0: the executor's default */
+    const char *trace = NULL;
     for (int i = 1; i < argc; i++) {
         char *end;
         if (strcmp(argv[i], "--executor") == 0 && i + 1 < argc) {
             kind = argv[++i];
+        } else if (strcmp(argv[i], "--trace") == 0 && i + 1 < argc) {
+            trace = argv[++i];
         } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
             long w = strtol(argv[++i], &end, 10);
             if (*end != '\0' || end == argv[i] || w < 1 || w > 1024)
@@ -217,6 +261,8 @@ int main(int argc, char **argv)
         strcmp(kind, "mpi") != 0)
         usage(argv[0]);
 
+    if (trace != NULL && cf_trace_start(trace) != CF_OK)
+        usage(argv[0]);
     cf_executor *ex = make_executor(kind, workers);
     if (ex == NULL)
         die("make_executor", cf_last_error());
@@ -228,7 +274,12 @@ int main(int argc, char **argv)
     pattern_wait(ex);
     printf("\n(c) as_completed\n");
     pattern_as_completed(ex);
+    printf("\n(d) the long version: 64 sums, balanced\n");
+    pattern_long(ex);
     cf_executor_free(ex); /* shutdown(wait=True): Python's with-block end */
+    if (trace != NULL && cf_trace_stop() == CF_OK)
+        printf("timeline written to %s (open it in ui.perfetto.dev)\n",
+               trace);
 
     if (failures) {
         fprintf(stderr, "\ndemo: FAILED: %d sum(s) differ from n(n+1)/2\n",

@@ -600,6 +600,13 @@ CF_API size_t cf_as_completed_drain(cf_as_completed *it, cf_future **out,
                                     size_t max);
 /** Number of futures not yet yielded. */
 CF_API size_t cf_as_completed_pending(const cf_as_completed *it);
+/**
+ * Draws a progress bar ("label [#####.....] 12/64 3.2s") on stderr as
+ * futures are yielded, when stderr is a terminal (or the environment has
+ * CFUTURES_PROGRESS=always); label NULL turns it off.  The label must stay
+ * valid while the iterator lives.
+ */
+CF_API void cf_as_completed_progress(cf_as_completed *it, const char *label);
 /** Frees the iterator: removes its waiters and drops its references. */
 CF_API void cf_as_completed_free(cf_as_completed *it);
 
@@ -670,6 +677,9 @@ typedef struct cf_map_opts {
      *  cancelled).  With continue_on_error, cf_map_next reports the error
      *  of item i and the map goes on with item i+1. */
     bool continue_on_error;
+    /** A label turns on a progress bar on stderr (when it is a terminal,
+     *  or CFUTURES_PROGRESS=always); NULL: none.  Must outlive the map. */
+    const char *progress;
 } cf_map_opts;
 
 /**

@@ -338,6 +338,17 @@ CF_HIDDEN void cf__trace_task(const cf_executor *ex, long tid, cf_task_fn fn,
 /** The trace row of the current pool thread (its index). */
 CF_HIDDEN extern _Thread_local long cf__trace_tid;
 
+/* progress.c: the opt-in progress bar of cf_map and cf_as_completed. */
+typedef struct cf_progress {
+    const char *label;
+    size_t total; /* 0: unknown */
+    uint64_t start, last;
+    bool on, finished;
+} cf_progress;
+CF_HIDDEN void cf__progress_init(cf_progress *p, const char *label,
+                                 size_t total);
+CF_HIDDEN void cf__progress_update(cf_progress *p, size_t done, bool final);
+
 /** Number of CPUs this process may run on (sched_getaffinity), >= 1. */
 CF_HIDDEN int cf__cpu_count(void);
 

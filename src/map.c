@@ -34,6 +34,8 @@ struct cf_map {
     bool continue_on_error;
     bool finished;
     unsigned chunk; /* items per frame, for executors that batch */
+    size_t taken_out; /* results handed out */
+    cf_progress progress;
 };
 
 /* Reads the next input; false at the end. */
@@ -128,6 +130,7 @@ static cf_map *map_new(cf_executor *ex, cf_task_fn fn, const cf_map_opts *opts,
     if (m->gen != NULL && cap > MAX_GEN_WINDOW)
         cap = MAX_GEN_WINDOW; /* "everything" of a possibly endless input */
     m->cap = cap;
+    cf__progress_init(&m->progress, opts->progress, m->gen ? 0 : m->n);
     m->ring = malloc(cap * sizeof *m->ring);
     if (m->ring == NULL) {
         free(m);
@@ -184,6 +187,7 @@ int cf_map_next(cf_map *m, cf_future **out)
         fill(m);
     if (m->count == 0) {
         m->finished = true;
+        cf__progress_update(&m->progress, m->taken_out, true);
         return CF_END;
     }
     cf_future *f = m->ring[m->head];
@@ -193,6 +197,7 @@ int cf_map_next(cf_map *m, cf_future **out)
     }
     m->head = (m->head + 1) % m->cap;
     m->count--;
+    cf__progress_update(&m->progress, ++m->taken_out, false);
     m->current = f;
     if (out != NULL)
         *out = f;

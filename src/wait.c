@@ -323,6 +323,7 @@ struct cf_as_completed {
     cf_future **ready;
     size_t cap, head, tail;
     size_t total;
+    cf_progress progress;
 };
 
 static void ac_push_locked(cf_as_completed *it, cf_future *f)
@@ -430,9 +431,11 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out)
     for (;;) {
         if (it->head < it->tail) {
             *out = it->ready[it->head++];
+            cf__progress_update(&it->progress, it->head, false);
             break;
         }
         if (it->head == it->total) {
+            cf__progress_update(&it->progress, it->head, true);
             rc = CF_END;
             break;
         }
@@ -462,6 +465,15 @@ size_t cf_as_completed_drain(cf_as_completed *it, cf_future **out, size_t max)
     }
     pthread_mutex_unlock(&it->w.lock);
     return k;
+}
+
+void cf_as_completed_progress(cf_as_completed *it, const char *label)
+{
+    if (it == NULL)
+        return;
+    pthread_mutex_lock(&it->w.lock);
+    cf__progress_init(&it->progress, label, it->total);
+    pthread_mutex_unlock(&it->w.lock);
 }
 
 size_t cf_as_completed_pending(const cf_as_completed *it)
