@@ -47,8 +47,14 @@ demo: build
 	./build/examples/demo --executor thread
 	./build/examples/demo --executor process
 
+# Benchmarks against the peers (bench/install-peers.sh installs them).
+bench:
+	@$(CMAKE) -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCF_BUILD_BENCH=ON -DCF_BUILD_TESTS=OFF -DCF_BUILD_EXAMPLES=OFF >/dev/null
+	@$(CMAKE) --build build-bench -j$(JOBS)
+	/usr/bin/python3 bench/run.py --bin-dir build-bench/bench $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
+
 install: build
 	$(CMAKE) --install build --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-bench

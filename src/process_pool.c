@@ -19,7 +19,7 @@
  * Lock order: pool lock -> nothing.  Futures are completed (callbacks run)
  * by the manager with no lock held.
  */
-#include "fnref.h"
+#include "remote.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,15 +41,11 @@ extern char **environ;
 
 #define WINDOW 2           /* frames in flight per worker */
 #define READ_CHUNK 65536   /* bytes read per read(2) */
+/* Pipelining (a second frame to a busy worker) only while tasks are short
+ * on average: then a task queued behind another waits little. */
+#define PIPELINE_MAX_NS 200000
 #define WORKER_FD 3        /* the worker's end of its socket, in the worker */
 #define WORKER_SHM_FD 4    /* the page shared with the worker, in the worker */
-
-typedef struct inflight {
-    cf_future *f;
-    uint64_t id;
-    bool last;       /* last item of its frame */
-    uint64_t queued; /* submit time, for the trace (0: not tracing) */
-} inflight;
 
 enum wstate { W_STARTING, W_READY, W_RETIRING, W_DEAD };
 
@@ -61,16 +57,10 @@ typedef struct pworker {
     cf_wbuf out;                 /* bytes waiting to be written */
     unsigned char *in;           /* bytes read, not yet parsed */
     size_t in_len, in_cap;
-    inflight *fl;                /* ring of items sent, oldest first */
-    size_t fl_head, fl_count, fl_cap;
-    int frames;                  /* frames in flight */
-    uint64_t next_id;
-    uint64_t sent;               /* items sent (max_tasks_per_child) */
+    cf_remote r;                 /* items sent, oldest first */
     uint64_t head_deadline;      /* ns; 0: the head item has no limit */
     bool timed_out;              /* killed because the head ran too long */
     int kill_signal;             /* signal sent by terminate / kill */
-    uint64_t busy_since;         /* ns; when fl_count went above 0 */
-    uint64_t head_start;         /* ns; when the head item started */
     cf_worker_shm *shm;          /* shared page (cooperative cancel) */
     bool killed_task;            /* killed by cf_kill_task of the head */
 } pworker;
@@ -79,14 +69,13 @@ typedef struct process_pool {
     cf_executor base;
     pthread_mutex_t lock;
     pthread_cond_t done_cv; /* the manager has exited */
-    /* queue (lock) */
-    cf_future *head, *tail;
-    size_t queued;
+    cf_fqueue q; /* guarded by lock */
     bool shutdown, broken, manager_done, orphaned;
     bool manager_sleeping;
     int pending_signal; /* for the manager: terminate / kill the workers */
     int start_failures; /* workers in a row that died before HELLO */
     bool cancel_check;  /* cf_request_cancel / cf_kill_task happened */
+    uint64_t ewma_ns;   /* average task run time (manager); 0: unknown */
     char *broken_msg;
     int efd;
     pthread_t manager;
@@ -100,8 +89,7 @@ typedef struct process_pool {
     size_t initarg_len;
     int max_tasks_per_child;
     int max_retries;
-    cf_task_fn cached_fn; /* last function turned into a reference */
-    cf_fnref cached_ref;
+    cf_fncache fncache;
 } process_pool;
 
 static process_pool *pool_of(cf_executor *ex)
@@ -111,45 +99,6 @@ static process_pool *pool_of(cf_executor *ex)
 
 static _Thread_local process_pool *manager_of; /* set on manager threads */
 
-/* ------------------------------------------------------------------------ */
-/* Queue (pool lock held)                                                    */
-/* ------------------------------------------------------------------------ */
-
-static void push_back_locked(process_pool *p, cf_future *f)
-{
-    f->next = NULL;
-    if (p->tail)
-        p->tail->next = f;
-    else
-        p->head = f;
-    p->tail = f;
-    p->queued++;
-}
-
-/* Puts a list back at the front of the queue, in its order. */
-static void splice_front_locked(process_pool *p, cf_future *list)
-{
-    if (list == NULL)
-        return;
-    cf_future *last = list;
-    size_t n = 1;
-    for (; last->next != NULL; last = last->next)
-        n++;
-    last->next = p->head;
-    if (p->tail == NULL)
-        p->tail = last;
-    p->head = list;
-    p->queued += n;
-}
-
-static cf_future *take_all_locked(process_pool *p)
-{
-    cf_future *all = p->head;
-    p->head = p->tail = NULL;
-    p->queued = 0;
-    return all;
-}
-
 static void wake_manager_locked(process_pool *p)
 {
     if (p->manager_sleeping) {
@@ -157,42 +106,6 @@ static void wake_manager_locked(process_pool *p)
         p->manager_sleeping = false;
         ssize_t rc = write(p->efd, &one, sizeof one);
         (void)rc; /* the counter cannot overflow at one per sleep */
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Completing futures (manager, no lock held)                                */
-/* ------------------------------------------------------------------------ */
-
-static void finish_from_wire(cf_future *f, const cf_wire_result *r)
-{
-    if (cf__future_claim(f) != CF_OK)
-        return;
-    cf__stats_ended(f->ex, r->status);
-    cf_outcome *o = &f->out;
-    if (r->status == CF_OK) {
-        if (cf__outcome_set(o, r->kind, r->data, r->len) != CF_OK)
-            cf__outcome_failf(o, CF_ENOMEM, 0,
-                              "no memory for a %zu-byte result", r->len);
-    } else {
-        cf__outcome_failf(o, r->status, r->code, "%.*s", (int)r->msg_len,
-                          r->msg);
-    }
-    cf__future_publish(f);
-}
-
-/* Fails queued futures (they never ran: the pool broke or lost them). */
-static void fail_list(cf_future *f, int status, const char *msg)
-{
-    while (f != NULL) {
-        cf_future *next = f->next;
-        f->next = NULL;
-        if (cf_set_running_or_notify_cancel(f) == CF_OK)
-            cf__stats_started(f->ex);
-        cf__stats_ended(f->ex, status);
-        cf__future_fail(f, status, 0, "%s", msg);
-        cf_future_release(f);
-        f = next;
     }
 }
 
@@ -206,7 +119,7 @@ static void worker_reset(pworker *w)
         munmap(w->shm, sizeof *w->shm);
     cf__wbuf_free(&w->out);
     free(w->in);
-    free(w->fl);
+    cf__remote_free(&w->r);
     memset(w, 0, sizeof *w);
     w->fd = w->pidfd = -1;
     w->state = W_DEAD;
@@ -336,38 +249,13 @@ out:
     return rc;
 }
 
-static inflight *fl_at(pworker *w, size_t i)
-{
-    return &w->fl[(w->fl_head + i) % w->fl_cap];
-}
-
-static bool fl_push(pworker *w, cf_future *f, bool last)
-{
-    if (w->fl_count == w->fl_cap) {
-        size_t cap = w->fl_cap ? w->fl_cap * 2 : 16;
-        inflight *n = malloc(cap * sizeof *n);
-        if (n == NULL)
-            return false;
-        for (size_t i = 0; i < w->fl_count; i++)
-            n[i] = *fl_at(w, i);
-        free(w->fl);
-        w->fl = n;
-        w->fl_head = 0;
-        w->fl_cap = cap;
-    }
-    uint64_t queued = cf__tracing() ? (uint64_t)f->out.v.i64 : 0;
-    *fl_at(w, w->fl_count) = (inflight){f, w->next_id++, last, queued};
-    w->fl_count++;
-    return true;
-}
-
 /* Forwards cancel requests of the head item (the one running): the
  * cooperative flag through the shared page, a kill by SIGKILL. */
 static void apply_cancel(pworker *w)
 {
-    if (w->fl_count == 0 || w->state == W_DEAD)
+    if (w->r.count == 0 || w->state == W_DEAD)
         return;
-    inflight *h = fl_at(w, 0);
+    cf_inflight *h = cf__remote_at(&w->r, 0);
     uint32_t st = cf__state_load(h->f);
     if ((st & FS_KILL_REQ) && !w->killed_task && !w->timed_out) {
         w->killed_task = true;
@@ -378,95 +266,33 @@ static void apply_cancel(pworker *w)
     }
 }
 
-static void set_head_deadline(pworker *w)
+/* The oldest item in flight changed: it is the one running now. */
+static void new_head(pworker *w)
 {
     apply_cancel(w);
     w->head_deadline = 0;
-    w->head_start = cf__now_ns();
-    if (w->fl_count > 0) {
-        float lim = fl_at(w, 0)->f->time_limit;
+    if (w->r.count > 0) {
+        float lim = cf__remote_at(&w->r, 0)->f->time_limit;
         if (lim > 0)
             w->head_deadline = cf__now_ns() + (uint64_t)(lim * 1e9);
     }
 }
 
-/* Encodes up to one frame of queued work for w.  Returns false if the
- * queue had nothing for it.  Pool lock held on entry; dropped while
- * encoding (a large argument is copied). */
+/* Sends w the next frame of queued work (pool lock held; dropped while
+ * encoding, which copies the arguments).  False if nothing was queued. */
 static bool dispatch_one_locked(process_pool *p, pworker *w)
 {
-    cf_future *batch = NULL, **tail = &batch;
-    size_t n = 0;
-    cf_task_fn fn = NULL;
-    size_t max = 1;
-    while (p->head != NULL && n < max) {
-        cf_future *f = p->head;
-        if (n > 0 && f->fn != fn)
-            break;
-        p->head = f->next;
-        if (p->head == NULL)
-            p->tail = NULL;
-        p->queued--;
-        f->next = NULL;
-        /* Requeued items (their worker died before starting them) are
-         * already RUNNING. */
-        int st = cf_set_running_or_notify_cancel(f);
-        if (st == CF_ECANCELLED) {
-            cf__stats_cancelled(&p->base);
-            cf_future_release(f);
-            continue;
-        }
-        if (st == CF_OK)
-            cf__stats_started(&p->base);
-        if (n == 0) {
-            fn = f->fn;
-            max = f->chunk > 1 ? f->chunk : 1;
-            if (p->max_tasks_per_child > 0) {
-                uint64_t left = (uint64_t)p->max_tasks_per_child - w->sent;
-                if (max > left)
-                    max = (size_t)left;
-            }
-        }
-        *tail = f;
-        tail = &f->next;
-        n++;
-    }
-    if (n == 0)
-        return false;
+    size_t limit = SIZE_MAX, n;
+    if (p->max_tasks_per_child > 0)
+        limit = (size_t)((uint64_t)p->max_tasks_per_child - w->r.sent);
+    cf_future *batch = cf__take_batch(&p->base, &p->q, limit, &n);
+    if (batch == NULL)
+        return p->q.head != NULL; /* all cancelled: try again */
     pthread_mutex_unlock(&p->lock);
-
-    cf_fnref ref;
-    int rc = CF_OK;
-    if (fn == p->cached_fn) {
-        ref = p->cached_ref;
-    } else if ((rc = cf__fnref_make(fn, &ref)) == CF_OK) {
-        p->cached_fn = fn;
-        p->cached_ref = ref;
-    }
-    if (rc != CF_OK) {
-        fail_list(batch, CF_EINVAL,
-                  "the task function is in no loaded module");
-        pthread_mutex_lock(&p->lock);
-        return true;
-    }
-    size_t off = cf__wire_begin(&w->out, CF_FRAME_TASK, (uint32_t)n);
-    cf__wire_fnref(&w->out, &ref);
-    size_t k = 0;
-    for (cf_future *f = batch; f != NULL; f = f->next, k++) {
-        cf__wire_item(&w->out, w->next_id, cf__future_arg(f), f->arg_len);
-        fl_push(w, f, k + 1 == n); /* ring grows before oom matters */
-    }
-    cf__wire_end(&w->out, off);
-    for (cf_future *f = batch, *next; f != NULL; f = next) {
-        next = f->next;
-        f->next = NULL;
-    }
-    w->frames++;
-    w->sent += n;
-    if (w->fl_count == n) { /* was idle */
-        set_head_deadline(w);
-        w->busy_since = cf__now_ns();
-    }
+    bool was_idle = w->r.count == 0;
+    cf__send_batch(&w->r, batch, n, &w->out, &p->fncache);
+    if (was_idle)
+        new_head(w);
     pthread_mutex_lock(&p->lock);
     return true;
 }
@@ -504,22 +330,12 @@ static bool handle_frame(process_pool *p, pworker *w, const cf_wire_header *h,
         return false;
     for (uint32_t i = 0; i < h->count; i++) {
         cf_wire_result res;
-        if (cf__wire_read_result(&r, &res) != CF_OK || w->fl_count == 0 ||
-            res.id != fl_at(w, 0)->id)
+        uint64_t ran = cf__now_ns() - w->r.head_start;
+        if (cf__wire_read_result(&r, &res) != CF_OK ||
+            !cf__remote_result(&p->base, &w->r, w->pid, &res))
             return false;
-        inflight it = *fl_at(w, 0);
-        w->fl_head = (w->fl_head + 1) % w->fl_cap;
-        w->fl_count--;
-        if (it.last)
-            w->frames--;
-        if (it.queued != 0)
-            cf__trace_task(&p->base, w->pid, it.f->fn, it.queued,
-                           w->head_start, cf__now_ns(), res.status);
-        set_head_deadline(w);
-        if (w->fl_count == 0)
-            cf__stats_busy(&p->base, cf__now_ns() - w->busy_since);
-        finish_from_wire(it.f, &res);
-        cf_future_release(it.f);
+        p->ewma_ns = p->ewma_ns ? (7 * p->ewma_ns + ran) / 8 : ran;
+        new_head(w);
     }
     return true;
 }
@@ -632,19 +448,19 @@ static void handle_death(process_pool *p, pworker *w)
     bool died_starting = w->state == W_STARTING;
 
     cf_future *requeue = NULL;
-    for (size_t i = w->fl_count; i-- > 1;) {
-        cf_future *f = fl_at(w, i)->f;
+    for (size_t i = w->r.count; i-- > 1;) {
+        cf_future *f = cf__remote_at(&w->r, i)->f;
         f->next = requeue;
         requeue = f;
     }
-    cf_future *head = w->fl_count > 0 ? fl_at(w, 0)->f : NULL;
+    cf_future *head = w->r.count > 0 ? cf__remote_at(&w->r, 0)->f : NULL;
     if (head != NULL)
-        cf__stats_busy(&p->base, cf__now_ns() - w->busy_since);
+        cf__stats_busy(&p->base, cf__now_ns() - w->r.busy_since);
     pid_t pid = w->pid;
     bool timed_out = w->timed_out;
     int killsig = w->kill_signal;
     bool killed_task = w->killed_task;
-    w->fl_count = 0;
+    w->r.count = 0;
     worker_reset(w);
 
     if (head != NULL) {
@@ -685,7 +501,7 @@ static void handle_death(process_pool *p, pworker *w)
     }
 
     pthread_mutex_lock(&p->lock);
-    splice_front_locked(p, requeue);
+    cf__fq_splice_front(&p->q, requeue);
     /* A worker that dies before saying HELLO may have crashed in the
      * initializer, or been killed from outside: three in a row break the
      * pool (BrokenProcessPool), so a crashing initializer cannot make the
@@ -715,11 +531,6 @@ static pworker *free_slot(process_pool *p)
     return NULL;
 }
 
-static void break_locked_fail_all(process_pool *p, cf_future **to_fail)
-{
-    *to_fail = take_all_locked(p);
-}
-
 static void *manager_main(void *arg)
 {
     process_pool *p = arg;
@@ -745,30 +556,52 @@ static void *manager_main(void *arg)
             for (int i = 0; i < max; i++)
                 apply_cancel(&p->w[i]);
         }
-        if (p->broken && p->head != NULL) {
-            cf_future *all;
-            break_locked_fail_all(p, &all);
+        if (p->broken && p->q.head != NULL) {
+            cf_future *all = cf__fq_take_all(&p->q);
             char *msg = p->broken_msg;
             pthread_mutex_unlock(&p->lock);
-            fail_list(all, CF_EBROKEN, msg ? msg : "the pool is broken");
+            cf__fail_list(all, CF_EBROKEN, msg ? msg : "the pool is broken");
             pthread_mutex_lock(&p->lock);
         }
-        /* Hand out work to ready workers with room. */
-        size_t room = 0; /* frames that ready or starting workers can take */
+        /* Hand out work.  Idle workers first, one frame each.  A busy
+         * worker gets a second frame (so it never waits for the parent
+         * between tasks) only when every worker is started and the backlog
+         * holds at least a frame per worker: otherwise a short task could
+         * sit behind a long one while another worker idles. */
+        int idle = 0, ready = 0;
         for (int i = 0; i < max; i++) {
             pworker *w = &p->w[i];
-            while (w->state == W_READY && w->frames < WINDOW &&
-                   p->head != NULL &&
-                   (p->max_tasks_per_child == 0 ||
-                    w->sent < (uint64_t)p->max_tasks_per_child))
-                if (!dispatch_one_locked(p, w))
-                    break;
-            if (w->state == W_READY || w->state == W_STARTING)
-                room += (size_t)(WINDOW - w->frames);
+            bool can = w->state == W_READY &&
+                       (p->max_tasks_per_child == 0 ||
+                        w->r.sent < (uint64_t)p->max_tasks_per_child);
+            if (can && w->r.count == 0 && p->q.head != NULL)
+                dispatch_one_locked(p, w);
+            if (can)
+                ready++;
+            if ((w->state == W_READY || w->state == W_STARTING) &&
+                w->r.count == 0)
+                idle++;
         }
-        /* Start a worker when more work waits than the workers can take
+        if (p->nworkers == max && ready == max &&
+            p->q.n >= (size_t)max && p->ewma_ns > 0 &&
+            p->ewma_ns < PIPELINE_MAX_NS) {
+            uint64_t now = cf__now_ns();
+            for (int i = 0; i < max && p->q.head != NULL; i++) {
+                pworker *w = &p->w[i];
+                /* Not behind a task that already runs long. */
+                if (now - w->r.head_start > 4 * p->ewma_ns + 50000)
+                    continue;
+                while (w->state == W_READY && w->r.frames < WINDOW &&
+                       p->q.head != NULL &&
+                       (p->max_tasks_per_child == 0 ||
+                        w->r.sent < (uint64_t)p->max_tasks_per_child))
+                    if (!dispatch_one_locked(p, w))
+                        break;
+            }
+        }
+        /* Start a worker when more work waits than idle workers can take
          * (lazily, as Python: an idle pool has no processes). */
-        if (p->queued > room && !p->broken && p->nworkers < max) {
+        if (p->q.n > (size_t)idle && !p->broken && p->nworkers < max) {
             pworker *w = free_slot(p);
             pthread_mutex_unlock(&p->lock);
             int rc = w ? spawn_worker(p, w) : CF_ENOMEM;
@@ -789,16 +622,16 @@ static void *manager_main(void *arg)
         for (int i = 0; i < max; i++) {
             pworker *w = &p->w[i];
             if (w->state == W_READY && p->max_tasks_per_child > 0 &&
-                w->sent >= (uint64_t)p->max_tasks_per_child &&
-                w->fl_count == 0) {
+                w->r.sent >= (uint64_t)p->max_tasks_per_child &&
+                w->r.count == 0) {
                 w->state = W_RETIRING;
                 shutdown(w->fd, SHUT_WR); /* EOF: the worker exits */
             }
         }
         size_t busy = 0;
         for (int i = 0; i < max; i++)
-            busy += p->w[i].fl_count;
-        if (p->shutdown && p->head == NULL && busy == 0)
+            busy += p->w[i].r.count;
+        if (p->shutdown && p->q.head == NULL && busy == 0)
             break;
 
         /* Sleep until a worker speaks or dies, a submit, or a deadline. */
@@ -924,7 +757,7 @@ static int pp_submit(cf_executor *ex, cf_future *f, unsigned flags)
     else if (p->shutdown)
         rc = CF_ESHUTDOWN;
     else {
-        push_back_locked(p, f);
+        cf__fq_push(&p->q, f);
         wake_manager_locked(p);
     }
     pthread_mutex_unlock(&p->lock);
@@ -936,7 +769,7 @@ static void pp_shutdown(cf_executor *ex, bool cancel_futures)
     process_pool *p = pool_of(ex);
     pthread_mutex_lock(&p->lock);
     p->shutdown = true;
-    cf_future *cancelled = cancel_futures ? take_all_locked(p) : NULL;
+    cf_future *cancelled = cancel_futures ? cf__fq_take_all(&p->q) : NULL;
     p->manager_sleeping = true; /* force a wake-up */
     wake_manager_locked(p);
     pthread_mutex_unlock(&p->lock);

@@ -1,0 +1,196 @@
+/*
+ * remote.c -- queue, in-flight tracking and frames shared by the process
+ * pool and the MPI pool (remote.h).
+ */
+#include "remote.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void cf__fq_push(cf_fqueue *q, cf_future *f)
+{
+    f->next = NULL;
+    if (q->tail)
+        q->tail->next = f;
+    else
+        q->head = f;
+    q->tail = f;
+    q->n++;
+}
+
+void cf__fq_splice_front(cf_fqueue *q, cf_future *list)
+{
+    if (list == NULL)
+        return;
+    cf_future *last = list;
+    size_t n = 1;
+    for (; last->next != NULL; last = last->next)
+        n++;
+    last->next = q->head;
+    if (q->tail == NULL)
+        q->tail = last;
+    q->head = list;
+    q->n += n;
+}
+
+cf_future *cf__fq_take_all(cf_fqueue *q)
+{
+    cf_future *all = q->head;
+    q->head = q->tail = NULL;
+    q->n = 0;
+    return all;
+}
+
+cf_inflight *cf__remote_at(cf_remote *r, size_t i)
+{
+    return &r->fl[(r->head + i) % r->cap];
+}
+
+static bool remote_push(cf_remote *r, cf_future *f, bool last)
+{
+    if (r->count == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        cf_inflight *n = malloc(cap * sizeof *n);
+        if (n == NULL)
+            return false;
+        for (size_t i = 0; i < r->count; i++)
+            n[i] = *cf__remote_at(r, i);
+        free(r->fl);
+        r->fl = n;
+        r->head = 0;
+        r->cap = cap;
+    }
+    uint64_t queued = cf__tracing() ? (uint64_t)f->out.v.i64 : 0;
+    *cf__remote_at(r, r->count) = (cf_inflight){f, r->next_id++, last, queued};
+    r->count++;
+    return true;
+}
+
+void cf__remote_free(cf_remote *r)
+{
+    free(r->fl);
+    memset(r, 0, sizeof *r);
+}
+
+cf_future *cf__take_batch(cf_executor *ex, cf_fqueue *q, size_t limit,
+                          size_t *n)
+{
+    cf_future *batch = NULL, **tail = &batch;
+    size_t k = 0, max = 1;
+    cf_task_fn fn = NULL;
+    while (q->head != NULL && k < max) {
+        cf_future *f = q->head;
+        if (k > 0 && f->fn != fn)
+            break;
+        q->head = f->next;
+        if (q->head == NULL)
+            q->tail = NULL;
+        q->n--;
+        f->next = NULL;
+        /* Requeued items (their worker died before starting them) are
+         * already RUNNING. */
+        int st = cf_set_running_or_notify_cancel(f);
+        if (st == CF_ECANCELLED) {
+            cf__stats_cancelled(ex);
+            cf_future_release(f);
+            continue;
+        }
+        if (st == CF_OK)
+            cf__stats_started(ex);
+        if (k == 0) {
+            fn = f->fn;
+            max = f->chunk > 1 ? f->chunk : 1;
+            if (max > limit)
+                max = limit;
+        }
+        *tail = f;
+        tail = &f->next;
+        k++;
+    }
+    *n = k;
+    return batch;
+}
+
+void cf__send_batch(cf_remote *r, cf_future *batch, size_t n, cf_wbuf *out,
+                    cf_fncache *cache)
+{
+    cf_fnref ref;
+    if (batch->fn == cache->fn) {
+        ref = cache->ref;
+    } else if (cf__fnref_make(batch->fn, &ref) == CF_OK) {
+        cache->fn = batch->fn;
+        cache->ref = ref;
+    } else {
+        cf__fail_list(batch, CF_EINVAL,
+                      "the task function is in no loaded module");
+        return;
+    }
+    bool was_idle = r->count == 0;
+    size_t off = cf__wire_begin(out, CF_FRAME_TASK, (uint32_t)n);
+    cf__wire_fnref(out, &ref);
+    size_t k = 0;
+    for (cf_future *f = batch, *next; f != NULL; f = next, k++) {
+        next = f->next;
+        f->next = NULL;
+        cf__wire_item(out, r->next_id, cf__future_arg(f), f->arg_len);
+        remote_push(r, f, k + 1 == n); /* fails only with out->oom too */
+    }
+    cf__wire_end(out, off);
+    r->frames++;
+    r->sent += n;
+    if (was_idle)
+        r->busy_since = r->head_start = cf__now_ns();
+}
+
+static void finish_from_wire(cf_future *f, const cf_wire_result *r)
+{
+    if (cf__future_claim(f) != CF_OK)
+        return;
+    cf__stats_ended(f->ex, r->status);
+    cf_outcome *o = &f->out;
+    if (r->status == CF_OK) {
+        if (cf__outcome_set(o, r->kind, r->data, r->len) != CF_OK)
+            cf__outcome_failf(o, CF_ENOMEM, 0,
+                              "no memory for a %zu-byte result", r->len);
+    } else {
+        cf__outcome_failf(o, r->status, r->code, "%.*s", (int)r->msg_len,
+                          r->msg);
+    }
+    cf__future_publish(f);
+}
+
+bool cf__remote_result(cf_executor *ex, cf_remote *r, long tid,
+                       const cf_wire_result *res)
+{
+    if (r->count == 0 || res->id != cf__remote_at(r, 0)->id)
+        return false;
+    cf_inflight it = *cf__remote_at(r, 0);
+    r->head = (r->head + 1) % r->cap;
+    r->count--;
+    if (it.last)
+        r->frames--;
+    uint64_t now = cf__now_ns();
+    if (it.queued != 0)
+        cf__trace_task(ex, tid, it.f->fn, it.queued, r->head_start, now,
+                       res->status);
+    r->head_start = now; /* the next item starts now */
+    if (r->count == 0)
+        cf__stats_busy(ex, now - r->busy_since);
+    finish_from_wire(it.f, res);
+    cf_future_release(it.f);
+    return true;
+}
+
+void cf__fail_list(cf_future *f, int status, const char *msg)
+{
+    while (f != NULL) {
+        cf_future *next = f->next;
+        f->next = NULL;
+        if (cf_set_running_or_notify_cancel(f) == CF_OK)
+            cf__stats_started(f->ex);
+        cf__stats_ended(f->ex, status);
+        cf__future_fail(f, status, 0, "%s", msg);
+        cf_future_release(f);
+        f = next;
+    }
+}

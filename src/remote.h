@@ -1,0 +1,77 @@
+/*
+ * remote.h -- what the executors whose workers live elsewhere (process
+ * pool, MPI pool) share: their queue of futures, the items in flight on
+ * each worker, turning queued futures into TASK frames, and completing
+ * futures from RESULT frames.  The transport (a socket, MPI messages) and
+ * worker life cycle stay in each executor.
+ */
+#ifndef CF_REMOTE_H
+#define CF_REMOTE_H
+
+#include "fnref.h"
+
+/* A FIFO of futures linked through cf_future.next (the executor's lock
+ * guards it). */
+typedef struct cf_fqueue {
+    cf_future *head, *tail;
+    size_t n;
+} cf_fqueue;
+
+CF_HIDDEN void cf__fq_push(cf_fqueue *q, cf_future *f);
+/* Puts a list back at the front, in its order. */
+CF_HIDDEN void cf__fq_splice_front(cf_fqueue *q, cf_future *list);
+CF_HIDDEN cf_future *cf__fq_take_all(cf_fqueue *q);
+
+/* One item sent to a worker and not answered yet. */
+typedef struct cf_inflight {
+    cf_future *f;
+    uint64_t id;
+    bool last;       /* last item of its frame */
+    uint64_t queued; /* submit time, for the trace (0: not tracing) */
+} cf_inflight;
+
+/* A worker's items in flight, oldest first: the worker runs them in
+ * order, so the oldest is the one it runs now. */
+typedef struct cf_remote {
+    cf_inflight *fl;
+    size_t head, count, cap;
+    int frames;          /* frames in flight */
+    uint64_t next_id;
+    uint64_t sent;       /* items sent over the worker's life */
+    uint64_t busy_since; /* ns; when count went above 0 */
+    uint64_t head_start; /* ns; when the oldest item started */
+} cf_remote;
+
+CF_HIDDEN cf_inflight *cf__remote_at(cf_remote *r, size_t i);
+CF_HIDDEN void cf__remote_free(cf_remote *r);
+
+/* Caches the reference of the last function sent. */
+typedef struct cf_fncache {
+    cf_task_fn fn;
+    cf_fnref ref;
+} cf_fncache;
+
+/*
+ * Takes the next frame's worth of queued futures (lock held): the first
+ * future and the ones behind it with the same function, up to its chunk
+ * hint and `limit`.  Marks them running; drops cancelled ones.  Returns
+ * the list (linked through next) and its length in *n, or NULL.
+ */
+CF_HIDDEN cf_future *cf__take_batch(cf_executor *ex, cf_fqueue *q,
+                                    size_t limit, size_t *n);
+
+/* Appends a TASK frame of the batch to out and puts its items in flight on
+ * r.  If the function cannot be referenced, fails the batch instead. */
+CF_HIDDEN void cf__send_batch(cf_remote *r, cf_future *batch, size_t n,
+                              cf_wbuf *out, cf_fncache *cache);
+
+/* Completes the oldest item in flight on r with res (which must answer
+ * it: false otherwise, a protocol error).  tid names the worker in the
+ * trace. */
+CF_HIDDEN bool cf__remote_result(cf_executor *ex, cf_remote *r, long tid,
+                                 const cf_wire_result *res);
+
+/* Fails a list of futures that never ran (broken pool, lost worker). */
+CF_HIDDEN void cf__fail_list(cf_future *f, int status, const char *msg);
+
+#endif
