@@ -226,8 +226,10 @@ struct cf_call {
 CF_HIDDEN void cf__call_init(cf_call *c, const void *arg, size_t len,
                              const _Atomic uint32_t *cancel_word);
 /** Runs f's task on this thread: RUNNING -> task -> FINISHED.  Skips a
- *  cancelled future.  The caller keeps its reference. */
-CF_HIDDEN void cf__run_future(cf_future *f);
+ *  cancelled future.  The caller keeps its reference.  If finishing is not
+ *  NULL it is incremented just before the result is published (a pool
+ *  counts the thread as available from then on); returns true if it was. */
+CF_HIDDEN bool cf__run_future(cf_future *f, _Atomic int *finishing);
 
 /* ------------------------------------------------------------------------ */
 /* Helping waits: a pool thread that must wait runs its pool's work         */

@@ -63,9 +63,13 @@ static bool next_input(cf_map *m, const void **data, size_t *len)
 static cf_future *failed_future(int status)
 {
     cf_future *f = cf__future_alloc();
-    if (f != NULL)
+    if (f != NULL) {
         cf__future_fail(f, status, 0, "submit failed: %s",
                         cf_strerror(status));
+        /* The map reports it where it stands; dropped unread when the map
+         * stops early, it is not an error nobody saw. */
+        atomic_fetch_or(&f->state, FS_OBSERVED);
+    }
     return f;
 }
 

@@ -97,11 +97,11 @@ bool cf_cancel_requested(cf_call *c)
                c->id + 1;
 }
 
-void cf__run_future(cf_future *f)
+bool cf__run_future(cf_future *f, _Atomic int *finishing)
 {
     if (cf_set_running_or_notify_cancel(f) != CF_OK) {
         cf__stats_cancelled(f->ex); /* cancelled while queued */
-        return;
+        return false;
     }
     cf__stats_started(f->ex);
     uint64_t queued = 0, start = 0;
@@ -117,7 +117,7 @@ void cf__run_future(cf_future *f)
                        cf__now_ns(), c.out.status);
     if (cf__future_claim(f) != CF_OK) { /* cannot happen: we run it */
         cf__outcome_clear(&c.out);
-        return;
+        return false;
     }
     if (c.out.status != CF_OK && c.out.len > 0) { /* a raise drops results */
         if (c.out.len > CF_INLINE_BYTES)
@@ -127,5 +127,8 @@ void cf__run_future(cf_future *f)
     }
     f->out = c.out; /* moves ownership of the buffers */
     cf__stats_ended(f->ex, c.out.status);
+    if (finishing != NULL)
+        atomic_fetch_add_explicit(finishing, 1, memory_order_relaxed);
     cf__future_publish(f);
+    return finishing != NULL;
 }

@@ -50,6 +50,8 @@ struct thread_pool {
     int nthreads;       /* threads started */
     int alive;          /* threads not yet exited */
     int idle;           /* threads sleeping on work_cv */
+    _Atomic int finishing; /* threads publishing a result, about to look
+                              for work (cf__run_future) */
     int self_waiters;   /* pool threads inside cf_shutdown(wait) */
     int space_waiters;  /* submitters sleeping on space_cv */
     int (*initializer)(void *);
@@ -99,10 +101,11 @@ static cf_future *take_all_locked(thread_pool *p)
     return all;
 }
 
-static void run_and_release(cf_future *f)
+static bool run_and_release(cf_future *f, _Atomic int *finishing)
 {
-    cf__run_future(f);
+    bool counted = cf__run_future(f, finishing);
     cf_future_release(f);
+    return counted;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -116,7 +119,7 @@ static bool run_one_locked(cf_helper *h)
     if (f == NULL)
         return false;
     pthread_mutex_unlock(&p->lock);
-    run_and_release(f);
+    run_and_release(f, NULL);
     pthread_mutex_lock(&p->lock);
     return true;
 }
@@ -187,8 +190,15 @@ static void *worker_main(void *arg)
         cf_future *f = pop_locked(p);
         if (f != NULL) {
             pthread_mutex_unlock(&p->lock);
-            run_and_release(f);
+            /* From the moment the result is published, whoever waited for
+             * it may submit again: count this thread as about to be idle
+             * so that the submit reuses it instead of starting another
+             * (Python's idle-thread reuse). */
+            bool counted = run_and_release(f, &p->finishing);
             pthread_mutex_lock(&p->lock);
+            if (counted)
+                atomic_fetch_sub_explicit(&p->finishing, 1,
+                                          memory_order_relaxed);
             continue;
         }
         cf__stats_busy(&p->base, cf__now_ns() - busy_since);
@@ -274,7 +284,8 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
         p->head = f;
     p->tail = f;
     p->queued++;
-    if ((size_t)p->idle < p->queued && p->nthreads < p->base.max_workers &&
+    if ((size_t)p->idle + (size_t)atomic_load(&p->finishing) < p->queued &&
+        p->nthreads < p->base.max_workers &&
         !start_worker_locked(p) && p->nthreads == 0) {
         /* No thread at all and none can start: undo, report. */
         p->head = p->tail = NULL;

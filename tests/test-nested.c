@@ -1,0 +1,523 @@
+/*
+ * test-nested.c -- deadlock-free nested waits on the thread pool.
+ *
+ * Python's ThreadPoolExecutor deadlocks when a task waits on a task of
+ * its own saturated pool; cfutures promises it does not: a pool thread
+ * that waits (cf_result, cf_wait, cf_as_completed, cf_map, a full queue of
+ * its own pool) runs queued tasks of its pool meanwhile.  These tests
+ * saturate 1- and 2-thread pools with tasks that wait on their own
+ * children.  A deadlock shows as a hang (CTest's timeout fails it).
+ */
+#include "test.h"
+
+#include <stdatomic.h>
+
+static cf_executor *g_ex; /* the pool the nested tasks submit to */
+
+static cf_executor *pool(int workers, size_t max_queued)
+{
+    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
+        .max_workers = workers, .max_queued = max_queued});
+    ASSERT(ex);
+    return ex;
+}
+
+static void t_twice(cf_call *c)
+{
+    cf_return_i64(c, cf_arg_i64(c) * 2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* submit + cf_result inside a task                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Submits t_twice(x) to its own pool and waits for it: returns 2x + 1. */
+static void t_outer(cf_call *c)
+{
+    int64_t x = cf_arg_i64(c);
+    cf_future *f = cf_submit_i64(g_ex, t_twice, x);
+    ASSERT(f);
+    int64_t v = -1;
+    ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+    cf_future_release(f);
+    cf_return_i64(c, v + 1);
+}
+
+/* A task that submits to its own pool and waits on the result, on pools
+ * of 1 and 2 threads, with as many such tasks as threads (and more). */
+static void test_nested_submit_wait(void)
+{
+    for (int workers = 1; workers <= 2; workers++) {
+        g_ex = pool(workers, 0);
+        cf_future *one = cf_submit_i64(g_ex, t_outer, 20);
+        int64_t v;
+        ASSERT_OK(cf_result_i64(one, CF_FOREVER, &v));
+        ASSERT_EQ(v, 41);
+        cf_future_release(one);
+
+        enum { N = 16 };
+        cf_future *fs[N];
+        for (int i = 0; i < N; i++)
+            fs[i] = cf_submit_i64(g_ex, t_outer, i);
+        for (int i = 0; i < N; i++) {
+            ASSERT_OK(cf_result_i64(fs[i], CF_FOREVER, &v));
+            ASSERT_EQ(v, 2 * i + 1);
+            cf_future_release(fs[i]);
+        }
+        cf_executor_free(g_ex);
+        g_ex = NULL;
+    }
+}
+
+/* Recursive parallel fib: each task submits fib(n-1) and fib(n-2) to its
+ * own pool and waits on both. */
+static atomic_long fib_tasks;
+
+static void t_fib(cf_call *c)
+{
+    atomic_fetch_add(&fib_tasks, 1);
+    int64_t n = cf_arg_i64(c);
+    if (n < 2) {
+        cf_return_i64(c, n);
+        return;
+    }
+    cf_future *a = cf_submit_i64(g_ex, t_fib, n - 1);
+    cf_future *b = cf_submit_i64(g_ex, t_fib, n - 2);
+    ASSERT(a && b);
+    int64_t x = -1, y = -1;
+    ASSERT_OK(cf_result_i64(a, CF_FOREVER, &x));
+    ASSERT_OK(cf_result_i64(b, CF_FOREVER, &y));
+    cf_future_release(a);
+    cf_future_release(b);
+    cf_return_i64(c, x + y);
+}
+
+static int64_t fib_calls(int n) /* tasks a fib(n) tree runs */
+{
+    return n < 2 ? 1 : 1 + fib_calls(n - 1) + fib_calls(n - 2);
+}
+
+/* fib(18) = 2584 on a 1-thread and a 2-thread pool, every one of its 8361
+ * tasks run once. */
+static void test_nested_fib(void)
+{
+    for (int workers = 1; workers <= 2; workers++) {
+        atomic_store(&fib_tasks, 0);
+        g_ex = pool(workers, 0);
+        cf_future *f = cf_submit_i64(g_ex, t_fib, 18);
+        ASSERT(f);
+        int64_t v;
+        ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+        ASSERT_EQ(v, 2584);
+        cf_future_release(f);
+        cf_executor_free(g_ex);
+        g_ex = NULL;
+        ASSERT_EQ(atomic_load(&fib_tasks), fib_calls(18));
+    }
+}
+
+/* A chain: task n submits task n-1 and waits on it, 300 deep, on one
+ * thread. */
+static void t_chain(cf_call *c)
+{
+    int64_t n = cf_arg_i64(c);
+    if (n == 0) {
+        cf_return_i64(c, 0);
+        return;
+    }
+    cf_future *f = cf_submit_i64(g_ex, t_chain, n - 1);
+    ASSERT(f);
+    int64_t v = -1;
+    ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+    cf_future_release(f);
+    cf_return_i64(c, v + 1);
+}
+
+static void test_nested_chain(void)
+{
+    g_ex = pool(1, 0);
+    cf_future *f = cf_submit_i64(g_ex, t_chain, 300);
+    int64_t v;
+    ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+    ASSERT_EQ(v, 300);
+    cf_future_release(f);
+    cf_executor_free(g_ex);
+    g_ex = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* cf_wait, cf_as_completed, cf_map inside a task                            */
+/* ------------------------------------------------------------------------ */
+
+enum { KIDS = 10 };
+
+static void submit_kids(cf_future **fs, int64_t base)
+{
+    for (int i = 0; i < KIDS; i++) {
+        fs[i] = cf_submit_i64(g_ex, t_twice, base + i);
+        ASSERT(fs[i]);
+    }
+}
+
+static int64_t kids_sum(int64_t base)
+{
+    int64_t s = 0;
+    for (int i = 0; i < KIDS; i++)
+        s += 2 * (base + i);
+    return s;
+}
+
+/* cf_wait(FIRST_COMPLETED) then cf_wait(ALL_COMPLETED) on its own
+ * children, from a task. */
+static void t_wait_kids(cf_call *c)
+{
+    int64_t base = cf_arg_i64(c);
+    cf_future *fs[KIDS], *done[KIDS], *not_done[KIDS];
+    submit_kids(fs, base);
+    size_t nd = 0, nn = 0;
+    ASSERT_OK(cf_wait(fs, KIDS, CF_FOREVER, CF_FIRST_COMPLETED, done, &nd,
+                      not_done, &nn));
+    ASSERT(nd >= 1);
+    ASSERT_EQ(nd + nn, KIDS);
+    ASSERT_OK(cf_wait(fs, KIDS, CF_FOREVER, CF_ALL_COMPLETED, done, &nd,
+                      not_done, &nn));
+    ASSERT_EQ(nd, KIDS);
+    ASSERT_EQ(nn, 0);
+    ASSERT_OK(cf_wait(fs, KIDS, 5.0, CF_FIRST_EXCEPTION, NULL, NULL, NULL,
+                      NULL));
+    int64_t s = 0;
+    for (int i = 0; i < KIDS; i++) {
+        int64_t v;
+        ASSERT_OK(cf_result_i64(fs[i], 0, &v));
+        s += v;
+        cf_future_release(fs[i]);
+    }
+    cf_return_i64(c, s);
+}
+
+/* cf_as_completed over its own children, from a task. */
+static void t_as_completed_kids(cf_call *c)
+{
+    int64_t base = cf_arg_i64(c);
+    cf_future *fs[KIDS];
+    submit_kids(fs, base);
+    cf_as_completed *it = cf_as_completed_new(fs, KIDS, CF_FOREVER);
+    ASSERT(it);
+    int64_t s = 0;
+    int n = 0;
+    cf_future *f;
+    int rc;
+    while ((rc = cf_as_completed_next(it, &f)) == CF_OK) {
+        ASSERT(cf_done(f));
+        int64_t v;
+        ASSERT_OK(cf_result_i64(f, 0, &v));
+        s += v;
+        n++;
+    }
+    ASSERT_ST(rc, CF_END);
+    ASSERT_EQ(n, KIDS);
+    cf_as_completed_free(it);
+    for (int i = 0; i < KIDS; i++)
+        cf_future_release(fs[i]);
+    cf_return_i64(c, s);
+}
+
+/* cf_map over 100 items of its own pool, from a task. */
+static void t_map_kids(cf_call *c)
+{
+    int64_t base = cf_arg_i64(c);
+    int64_t in[100];
+    for (int i = 0; i < 100; i++)
+        in[i] = base + i;
+    cf_map *m = cf_map_i64(g_ex, t_twice, in, 100,
+                           &(cf_map_opts){.buffersize = 8});
+    ASSERT(m);
+    int64_t s = 0, v;
+    for (int i = 0; i < 100; i++) {
+        ASSERT_OK(cf_map_next_i64(m, &v));
+        ASSERT_EQ(v, 2 * (base + i));
+        s += v;
+    }
+    ASSERT_ST(cf_map_next_i64(m, &v), CF_END);
+    cf_map_free(m);
+    cf_return_i64(c, s);
+}
+
+static void run_nested(cf_task_fn fn, int64_t (*want)(int64_t))
+{
+    for (int workers = 1; workers <= 2; workers++) {
+        g_ex = pool(workers, 0);
+        enum { N = 6 };
+        cf_future *fs[N];
+        for (int i = 0; i < N; i++)
+            fs[i] = cf_submit_i64(g_ex, fn, 1000 * i);
+        for (int i = 0; i < N; i++) {
+            int64_t v;
+            ASSERT_OK(cf_result_i64(fs[i], CF_FOREVER, &v));
+            ASSERT_EQ(v, want(1000 * i));
+            cf_future_release(fs[i]);
+        }
+        cf_executor_free(g_ex);
+        g_ex = NULL;
+    }
+}
+
+static int64_t map_sum(int64_t base)
+{
+    int64_t s = 0;
+    for (int i = 0; i < 100; i++)
+        s += 2 * (base + i);
+    return s;
+}
+
+/* Nested cf_wait inside tasks on a 1-thread (and 2-thread) pool. */
+static void test_nested_wait(void)
+{
+    run_nested(t_wait_kids, kids_sum);
+}
+
+/* Nested cf_as_completed inside tasks on a 1-thread (and 2-thread) pool. */
+static void test_nested_as_completed(void)
+{
+    run_nested(t_as_completed_kids, kids_sum);
+}
+
+/* Nested cf_map inside tasks on a 1-thread (and 2-thread) pool. */
+static void test_nested_map(void)
+{
+    run_nested(t_map_kids, map_sum);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Own full bounded queue                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Submits 30 children to its own pool, whose queue holds 2: a blocking
+ * submit from a pool thread makes room by running queued work. */
+static void t_flood(cf_call *c)
+{
+    int64_t base = cf_arg_i64(c);
+    enum { K = 30 };
+    cf_future *fs[K];
+    for (int i = 0; i < K; i++) {
+        fs[i] = cf_submit_i64(g_ex, t_twice, base + i);
+        ASSERT(fs[i]);
+    }
+    int64_t s = 0;
+    for (int i = 0; i < K; i++) {
+        int64_t v;
+        ASSERT_OK(cf_result_i64(fs[i], CF_FOREVER, &v));
+        ASSERT_EQ(v, 2 * (base + i));
+        s += v;
+        cf_future_release(fs[i]);
+    }
+    cf_return_i64(c, s);
+}
+
+static int64_t flood_sum(int64_t base)
+{
+    int64_t s = 0;
+    for (int i = 0; i < 30; i++)
+        s += 2 * (base + i);
+    return s;
+}
+
+/* A task submitting to its own full bounded pool does not deadlock, on 1
+ * and 2 threads, with one flooding task and with one per thread. */
+static void test_nested_full_queue(void)
+{
+    for (int workers = 1; workers <= 2; workers++) {
+        g_ex = pool(workers, 2);
+        cf_future *f = cf_submit_i64(g_ex, t_flood, 0);
+        int64_t v;
+        ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+        ASSERT_EQ(v, flood_sum(0));
+        cf_future_release(f);
+
+        cf_future *fs[2];
+        for (int i = 0; i < workers; i++)
+            fs[i] = cf_submit_i64(g_ex, t_flood, 100 * i);
+        for (int i = 0; i < workers; i++) {
+            ASSERT_OK(cf_result_i64(fs[i], CF_FOREVER, &v));
+            ASSERT_EQ(v, flood_sum(100 * i));
+            cf_future_release(fs[i]);
+        }
+        cf_executor_free(g_ex);
+        g_ex = NULL;
+    }
+}
+
+/* Nested fib on a bounded pool (queue of 4): submits that find their own
+ * queue full run queued work, waits help too; still no deadlock. */
+static void test_nested_fib_bounded(void)
+{
+    for (int workers = 1; workers <= 2; workers++) {
+        atomic_store(&fib_tasks, 0);
+        g_ex = pool(workers, 4);
+        cf_future *f = cf_submit_i64(g_ex, t_fib, 14);
+        int64_t v;
+        ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+        ASSERT_EQ(v, 377);
+        cf_future_release(f);
+        cf_executor_free(g_ex);
+        g_ex = NULL;
+        ASSERT_EQ(atomic_load(&fib_tasks), fib_calls(14));
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timed waits and cancelled children                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct latch {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int count;
+} latch;
+
+#define LATCH_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+static void latch_add(latch *l)
+{
+    pthread_mutex_lock(&l->m);
+    l->count++;
+    pthread_cond_broadcast(&l->c);
+    pthread_mutex_unlock(&l->m);
+}
+
+static void latch_wait(latch *l, int n)
+{
+    pthread_mutex_lock(&l->m);
+    while (l->count < n)
+        pthread_cond_wait(&l->c, &l->m);
+    pthread_mutex_unlock(&l->m);
+}
+
+typedef struct timed_ctx {
+    cf_future *promise; /* completed by the test thread */
+    latch waiting;
+    int how; /* 0: cf_result, 1: cf_wait, 2: cf_as_completed */
+} timed_ctx;
+
+/* Waits on a future nobody in the pool will complete, with a finite (long)
+ * timeout: the wait must last until the test thread completes it. */
+static void t_timed_wait(cf_call *c)
+{
+    timed_ctx *x;
+    memcpy(&x, cf_arg(c, NULL), sizeof x);
+    latch_add(&x->waiting);
+    int rc;
+    if (x->how == 0) {
+        rc = cf_result(x->promise, 60.0, NULL, NULL);
+    } else if (x->how == 1) {
+        rc = cf_wait(&x->promise, 1, 60.0, CF_ALL_COMPLETED, NULL, NULL,
+                     NULL, NULL);
+    } else {
+        cf_as_completed *it = cf_as_completed_new(&x->promise, 1, 60.0);
+        ASSERT(it);
+        cf_future *f;
+        rc = cf_as_completed_next(it, &f);
+        cf_as_completed_free(it);
+    }
+    cf_return_i64(c, rc);
+}
+
+/* A pool thread waiting with a finite timeout (cf_result, cf_wait,
+ * cf_as_completed) on a future completed later from outside the pool gets
+ * it: the timeout does not expire early while the thread sleeps as a
+ * helper.  Repeated, so the wait usually starts before the completion. */
+static void test_nested_timed_wait(void)
+{
+    g_ex = pool(1, 0);
+    for (int round = 0; round < 30; round++) {
+        timed_ctx x = {.waiting = LATCH_INIT, .how = round % 3};
+        x.promise = cf_future_new();
+        ASSERT(x.promise);
+        timed_ctx *p = &x;
+        cf_future *f = cf_submit(g_ex, t_timed_wait, &p, sizeof p);
+        ASSERT(f);
+        latch_wait(&x.waiting, 1);
+        ASSERT_OK(cf_set_result_i64(x.promise, round));
+        int64_t rc = -100;
+        ASSERT_OK(cf_result_i64(f, CF_FOREVER, &rc));
+        ASSERT_ST((int)rc, CF_OK);
+        cf_future_release(f);
+        cf_future_release(x.promise);
+    }
+    cf_executor_free(g_ex);
+    g_ex = NULL;
+}
+
+/* Waits with a short timeout on a future that never completes. */
+static void t_short_timeout(cf_call *c)
+{
+    cf_future *never;
+    memcpy(&never, cf_arg(c, NULL), sizeof never);
+    int rc = cf_result(never, 0.05, NULL, NULL);
+    ASSERT(!cf_done(never));
+    cf_return_i64(c, rc);
+}
+
+/* A pool thread's timed wait on a future that never ends times out
+ * (CF_ETIMEDOUT, the future untouched) instead of hanging. */
+static void test_nested_wait_times_out(void)
+{
+    g_ex = pool(2, 0);
+    cf_future *never = cf_future_new();
+    cf_future *f = cf_submit(g_ex, t_short_timeout, &never, sizeof never);
+    int64_t rc;
+    ASSERT_OK(cf_result_i64(f, CF_FOREVER, &rc));
+    ASSERT_ST((int)rc, CF_ETIMEDOUT);
+    cf_future_release(f);
+    ASSERT(cf_cancel(never));
+    cf_future_release(never);
+    cf_executor_free(g_ex);
+    g_ex = NULL;
+}
+
+typedef struct parent_ctx {
+    latch submitted;
+    gate go;
+} parent_ctx;
+
+/* Submits a child, lets the test shut the pool down with cancel_futures,
+ * then waits on the (cancelled) child. */
+static void t_parent_of_cancelled(cf_call *c)
+{
+    parent_ctx *x;
+    memcpy(&x, cf_arg(c, NULL), sizeof x);
+    cf_future *child = cf_submit_i64(g_ex, t_twice, 5);
+    ASSERT(child);
+    latch_add(&x->submitted);
+    gate_pass(&x->go);
+    int rc = cf_result(child, CF_FOREVER, NULL, NULL);
+    cf_future_release(child);
+    cf_return_i64(c, rc);
+}
+
+/* A task waiting on its own child that shutdown(cancel_futures) cancelled
+ * from outside gets CF_ECANCELLED, no hang. */
+static void test_nested_wait_on_cancelled_child(void)
+{
+    g_ex = pool(1, 0);
+    parent_ctx x = {.submitted = LATCH_INIT, .go = GATE_INIT};
+    parent_ctx *p = &x;
+    cf_future *f = cf_submit(g_ex, t_parent_of_cancelled, &p, sizeof p);
+    ASSERT(f);
+    latch_wait(&x.submitted, 1);
+    ASSERT_OK(cf_shutdown(g_ex, false, true));
+    gate_open(&x.go);
+    int64_t rc;
+    ASSERT_OK(cf_result_i64(f, CF_FOREVER, &rc));
+    ASSERT_ST((int)rc, CF_ECANCELLED);
+    cf_future_release(f);
+    cf_executor_free(g_ex);
+    g_ex = NULL;
+}
+
+TEST_MAIN(T(test_nested_submit_wait), T(test_nested_fib),
+          T(test_nested_chain), T(test_nested_wait),
+          T(test_nested_as_completed), T(test_nested_map),
+          T(test_nested_full_queue), T(test_nested_fib_bounded),
+          T(test_nested_timed_wait), T(test_nested_wait_times_out),
+          T(test_nested_wait_on_cancelled_child))
