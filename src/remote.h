@@ -71,6 +71,24 @@ CF_HIDDEN void cf__send_batch(cf_remote *r, cf_future *batch, size_t n,
 CF_HIDDEN bool cf__remote_result(cf_executor *ex, cf_remote *r, long tid,
                                  const cf_wire_result *res);
 
+/* ---- the worker side ---- */
+
+/* A worker's link to its parent: a socket (process pool), MPI messages. */
+typedef struct cf_link {
+    /* Next frame from the parent (*body malloc'd); false at the end. */
+    bool (*recv)(struct cf_link *l, cf_wire_header *h, unsigned char **body);
+    void (*send)(struct cf_link *l, const void *p, size_t n);
+    /* Optional: runs fn for the call some other way (MPI crash isolation
+     * runs it in a local process pool); NULL: fn(c) right here. */
+    void (*run)(struct cf_link *l, cf_task_fn fn, cf_call *c);
+    void *ctx;
+} cf_link;
+
+/* Serves a parent: INIT (runs the initializer, answers HELLO), then TASK
+ * frames, one RESULT per item, until recv says the end.  shm (may be NULL)
+ * carries cooperative cancel requests. */
+CF_HIDDEN void cf__serve(cf_link *link, const cf_worker_shm *shm);
+
 /* Fails a list of futures that never ran (broken pool, lost worker). */
 CF_HIDDEN void cf__fail_list(cf_future *f, int status, const char *msg);
 

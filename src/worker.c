@@ -13,7 +13,7 @@
  * TASK frames one item at a time, writing one RESULT per item so that the
  * parent always knows which task a crash interrupted.
  */
-#include "fnref.h"
+#include "remote.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -37,7 +37,7 @@ const char cf__worker_env[] = WORKER_FD_ENV;
 static int wfd = -1;
 static pid_t parent;
 static const _Atomic uint32_t cancel_word; /* unused: requests come by shm */
-static const cf_worker_shm *shm;        /* the page shared with the parent */
+static const cf_worker_shm *parent_shm; /* the page shared with the parent */
 
 static void die(const char *what)
 {
@@ -112,7 +112,7 @@ static bool read_frame(cf_wire_header *h, unsigned char **body)
     return true;
 }
 
-static void run_init(cf_wbuf *out, unsigned char *body, size_t len)
+static void run_init(cf_wbuf *out, const unsigned char *body, size_t len)
 {
     cf_rbuf r = {body, len, 0};
     cf_fnref ref;
@@ -136,12 +136,15 @@ static void run_init(cf_wbuf *out, unsigned char *body, size_t len)
     cf_call c;
     cf__call_init(&c, arg, arg_len, &cancel_word);
     fn(&c);
-    cf__wire_hello(out, c.out.status, c.out.code, c.out.msg);
+    cf__wire_hello(out, c.out.status, c.out.code,
+                   c.out.status != CF_OK && c.out.msg == NULL
+                       ? "the initializer failed"
+                       : c.out.msg);
     cf__outcome_clear(&c.out);
 }
 
-static void run_tasks(cf_wbuf *out, const cf_wire_header *h,
-                      unsigned char *body)
+static void run_tasks(cf_link *link, cf_wbuf *out, const cf_wire_header *h,
+                      const unsigned char *body, const cf_worker_shm *shm)
 {
     cf_rbuf r = {body, (size_t)h->body_len, 0};
     cf_fnref ref;
@@ -158,7 +161,9 @@ static void run_tasks(cf_wbuf *out, const cf_wire_header *h,
         cf__call_init(&c, it.arg, it.arg_len, &cancel_word);
         c.cancel_id = shm ? &shm->cancel_id : NULL;
         c.id = it.id;
-        if (ok)
+        if (ok && link->run != NULL)
+            link->run(link, fn, &c);
+        else if (ok)
             fn(&c);
         else
             cf__outcome_failf(&c.out, CF_EINVAL, 0, "%s", err);
@@ -171,11 +176,43 @@ static void run_tasks(cf_wbuf *out, const cf_wire_header *h,
         cf__outcome_clear(&c.out);
         if (out->oom)
             die("out of memory for a result");
-        write_full(out->p, out->len);
+        link->send(link, out->p, out->len);
     }
 }
 
 /* Closes the descriptors from..to (close_range(2), or one by one). */
+void cf__serve(cf_link *link, const cf_worker_shm *shm)
+{
+    cf_wbuf out = {0};
+    cf_wire_header h;
+    unsigned char *body;
+    if (!link->recv(link, &h, &body))
+        return;
+    if (h.type != CF_FRAME_INIT)
+        die("the first frame is not INIT");
+    run_init(&out, body, (size_t)h.body_len);
+    free(body);
+    link->send(link, out.p, out.len);
+    while (link->recv(link, &h, &body)) {
+        if (h.type == CF_FRAME_TASK)
+            run_tasks(link, &out, &h, body, shm);
+        free(body);
+    }
+    cf__wbuf_free(&out);
+}
+
+static bool pipe_recv(cf_link *link, cf_wire_header *h, unsigned char **body)
+{
+    (void)link;
+    return read_frame(h, body);
+}
+
+static void pipe_send(cf_link *link, const void *p, size_t n)
+{
+    (void)link;
+    write_full(p, n);
+}
+
 static void close_between(int from, int to)
 {
     if (from > to)
@@ -212,8 +249,9 @@ static void worker_main(int fd)
     close_other_fds(shm_fd >= 0 && shm_fd < wfd ? shm_fd : wfd,
                     shm_fd > wfd ? shm_fd : wfd);
     if (shm_fd >= 0) {
-        void *p = mmap(NULL, sizeof *shm, PROT_READ, MAP_SHARED, shm_fd, 0);
-        shm = p == MAP_FAILED ? NULL : p;
+        void *p = mmap(NULL, sizeof(cf_worker_shm), PROT_READ, MAP_SHARED,
+                       shm_fd, 0);
+        parent_shm = p == MAP_FAILED ? NULL : p;
         close(shm_fd);
     }
 
@@ -222,20 +260,8 @@ static void worker_main(int fd)
         die("cannot start the parent watcher");
     pthread_detach(t);
 
-    cf_wbuf out = {0};
-    cf_wire_header h;
-    unsigned char *body;
-    if (!read_frame(&h, &body) || h.type != CF_FRAME_INIT)
-        _exit(0);
-    run_init(&out, body, (size_t)h.body_len);
-    free(body);
-    write_full(out.p, out.len);
-
-    while (read_frame(&h, &body)) {
-        if (h.type == CF_FRAME_TASK)
-            run_tasks(&out, &h, body);
-        free(body);
-    }
+    cf_link link = {.recv = pipe_recv, .send = pipe_send};
+    cf__serve(&link, parent_shm);
     _exit(0); /* EOF: the parent shut the pool down or retired us */
 }
 

@@ -1,0 +1,103 @@
+/*
+ * cfutures_mpi.h -- the MPI executor: the same futures, with workers that
+ * are MPI ranks (on this machine or across a cluster).  Library target
+ * cfutures_mpi (pkg-config / CMake: cfutures::mpi), built when CMake finds
+ * MPI; the core library has no MPI dependency.
+ *
+ * Two ways to get one, as mpi4py.futures:
+ *
+ *   SPMD (MPICommExecutor): run `mpirun -np N ./prog`; every rank calls
+ *   cf_mpi_comm_executor.  The root rank gets an executor whose N-1 workers
+ *   are the other ranks; every other rank serves tasks inside the call
+ *   until the root shuts the executor down, then returns with *ex == NULL
+ *   so the rank can go on to MPI_Finalize.
+ *
+ *   Spawn (MPIPoolExecutor): run `./prog` (an MPI singleton); call
+ *   cf_mpi_worker_main at the top of main (it turns a spawned copy into a
+ *   worker that serves and exits), then cf_mpi_pool spawns max_workers
+ *   copies of the program with MPI_Comm_spawn.
+ *
+ * Tasks, arguments, results and errors are those of every executor (the
+ * process pool's frames; functions travel as module + build-id + offset
+ * and are checked on the worker: every rank must run the same binary).
+ * One frame must stay under 2 GiB (MPI counts are int).
+ *
+ * Failure behaviour, honestly: a task error fails only its future.  A rank
+ * that dies (a crashing task) takes the whole job down under Open MPI 4.1,
+ * as in mpi4py: ranks cannot be replaced.  Set
+ * cf_mpi_opts.crash_isolation to run each task in a one-process local
+ * process pool on its rank instead: a crash then fails only its future
+ * (CF_ECRASHED), at the cost of a process round trip per task.
+ * cf_task_opts.time_limit and cf_kill_task do not apply to MPI tasks, and
+ * a running MPI task does not see cf_request_cancel (pending ones are
+ * cancelled as everywhere).
+ *
+ * Threads: the root's MPI calls are made by the executor's own manager
+ * thread, so MPI must provide MPI_THREAD_MULTIPLE (cf_mpi_* initialize MPI
+ * with it if the program has not; if it has, with less, they fail with
+ * CF_EINVAL and say so on stderr).  Idle ranks and the manager wait with an
+ * exponential back-off from 50 us to 1 ms between MPI probes (Open MPI's
+ * blocking calls would spin a core), as mpi4py.futures does.
+ */
+#ifndef CFUTURES_MPI_H
+#define CFUTURES_MPI_H
+
+#include "cfutures.h"
+
+#include <mpi.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Options of an MPI executor.  Zero-initialise; every zero means default. */
+typedef struct cf_mpi_opts {
+    /** Spawn mode: worker processes to spawn; 0 means the CPUs this
+     *  process may run on.  Ignored in SPMD mode (all other ranks). */
+    int max_workers;
+    /** Runs once on each worker rank before its first task (as in
+     *  cf_process_pool_opts); a raise breaks the pool (CF_EBROKEN). */
+    cf_task_fn initializer;
+    const void *initarg;
+    size_t initarg_len;
+    /** Each rank runs tasks in a local one-process pool: a crash fails
+     *  only its future; time limits and cf_kill_task work. */
+    bool crash_isolation;
+} cf_mpi_opts;
+
+/**
+ * SPMD mode, collective over comm: on `root`, stores an executor in *ex
+ * (free it with cf_executor_free before MPI_Finalize; that also releases
+ * the other ranks); on every other rank, serves tasks until the root's
+ * executor shuts down, then stores NULL in *ex and returns CF_OK.
+ * Returns CF_EINVAL (comm has fewer than 2 ranks, bad root, MPI without
+ * MPI_THREAD_MULTIPLE), CF_ENOMEM.  Blocks (on workers, for the executor's
+ * whole life).
+ */
+CF_API int cf_mpi_comm_executor(MPI_Comm comm, int root,
+                                const cf_mpi_opts *opts, cf_executor **ex);
+
+/**
+ * Spawn mode, in a worker copy: call first thing in main.  Initializes MPI
+ * if needed; in a copy spawned by cf_mpi_pool, serves tasks, finalizes MPI
+ * and exits the process (never returns).  In the original program, returns
+ * CF_OK (MPI is then initialized; it is finalized at exit if cfutures
+ * initialized it).
+ */
+CF_API int cf_mpi_worker_main(int *argc, char ***argv);
+
+/**
+ * Spawn mode: spawns max_workers copies of this program (which must call
+ * cf_mpi_worker_main) with MPI_Comm_spawn and returns an executor whose
+ * workers they are.  NULL on error (cf_last_error()): CF_EBROKEN if MPI
+ * cannot spawn (the message on stderr says why: e.g. no slots -- set
+ * OMPI_MCA_rmaps_base_oversubscribe=1 -- or no MPI runtime), CF_EINVAL,
+ * CF_ENOMEM.
+ */
+CF_API cf_executor *cf_mpi_pool(const cf_mpi_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CFUTURES_MPI_H */

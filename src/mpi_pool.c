@@ -1,0 +1,703 @@
+/*
+ * mpi_pool.c -- the MPI executor (cfutures_mpi.h): workers are MPI ranks,
+ * in SPMD mode (the other ranks of a communicator) or spawn mode
+ * (MPI_Comm_spawn from a singleton).
+ *
+ * The root side is the process pool's design on MPI messages: submitters
+ * queue futures; one manager thread sends TASK frames (MPI_Isend, the
+ * buffer kept until the send completes), probes for RESULT frames and
+ * completes futures.  The worker side is cf__serve (worker.c) with an MPI
+ * link.  Frames travel with tag TAG_FRAME; TAG_STOP ends a worker.
+ *
+ * MPI has no wake-up that does not spin a core (Open MPI's blocking calls
+ * poll), so both sides probe with an exponential back-off (50 us .. 1 ms);
+ * a submit wakes the manager at once through its condition variable.
+ */
+#include "cfutures_mpi.h"
+#include "remote.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { TAG_FRAME = 7001, TAG_STOP = 7002 };
+
+#define BACKOFF_MIN_NS 50000u
+#define BACKOFF_MAX_NS 1000000u
+#define WINDOW 2
+
+/* ------------------------------------------------------------------------ */
+/* MPI set-up                                                                */
+/* ------------------------------------------------------------------------ */
+
+static bool we_initialized;
+
+static void finalize_at_exit(void)
+{
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin)
+        MPI_Finalize();
+}
+
+/* Initializes MPI with MPI_THREAD_MULTIPLE if needed, and checks the level
+ * the program got.  CF_OK or CF_EINVAL (with a message). */
+static int ensure_mpi(int *argc, char ***argv)
+{
+    int init = 0, provided = 0;
+    MPI_Initialized(&init);
+    if (!init) {
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) !=
+            MPI_SUCCESS) {
+            fprintf(stderr, "cfutures: MPI_Init_thread failed\n");
+            return CF_EINVAL;
+        }
+        we_initialized = true;
+        atexit(finalize_at_exit);
+    }
+    MPI_Query_thread(&provided);
+    if (provided < MPI_THREAD_MULTIPLE) {
+        fprintf(stderr,
+                "cfutures: the MPI executor needs MPI_THREAD_MULTIPLE (its "
+                "manager thread calls MPI), but MPI provides level %d: "
+                "initialize with MPI_Init_thread(..., MPI_THREAD_MULTIPLE, "
+                "...)\n",
+                provided);
+        return CF_EINVAL;
+    }
+    return CF_OK;
+}
+
+static void backoff_sleep(uint64_t *ns)
+{
+    struct timespec ts = {0, (long)*ns};
+    nanosleep(&ts, NULL);
+    *ns = *ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : *ns * 2;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The worker side                                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mpi_link {
+    cf_link link;
+    MPI_Comm comm;
+    int root;
+    cf_executor *local; /* crash isolation: a one-process local pool */
+} mpi_link;
+
+static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
+{
+    mpi_link *m = (mpi_link *)l;
+    uint64_t wait = BACKOFF_MIN_NS;
+    MPI_Status st;
+    for (;;) {
+        int flag = 0;
+        MPI_Iprobe(m->root, MPI_ANY_TAG, m->comm, &flag, &st);
+        if (flag)
+            break;
+        backoff_sleep(&wait);
+    }
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
+    if (buf == NULL) {
+        fprintf(stderr, "cfutures: MPI worker out of memory\n");
+        MPI_Abort(m->comm, 70);
+    }
+    MPI_Recv(buf, count, MPI_BYTE, m->root, st.MPI_TAG, m->comm,
+             MPI_STATUS_IGNORE);
+    if (st.MPI_TAG == TAG_STOP) {
+        free(buf);
+        return false;
+    }
+    if (count < CF_WIRE_HEADER || cf__wire_header(buf, h) != CF_OK ||
+        h->body_len != (uint64_t)count - CF_WIRE_HEADER) {
+        fprintf(stderr, "cfutures: malformed frame from the MPI root\n");
+        MPI_Abort(m->comm, 70);
+    }
+    memmove(buf, buf + CF_WIRE_HEADER, (size_t)h->body_len);
+    *body = buf;
+    return true;
+}
+
+static void mpi_send(cf_link *l, const void *p, size_t n)
+{
+    mpi_link *m = (mpi_link *)l;
+    MPI_Send(p, (int)n, MPI_BYTE, m->root, TAG_FRAME, m->comm);
+}
+
+/* Crash isolation: run the task in the rank's local process pool. */
+static void isolated_run(cf_link *l, cf_task_fn fn, cf_call *c)
+{
+    mpi_link *m = (mpi_link *)l;
+    cf_future *f = cf_submit(m->local, fn, c->arg, c->arg_len);
+    if (f == NULL) {
+        cf__outcome_failf(&c->out, cf_last_error(), 0,
+                          "the rank's local process pool refused the task");
+        return;
+    }
+    const void *data;
+    size_t len;
+    int rc = cf_result(f, CF_FOREVER, &data, &len);
+    if (rc == CF_OK) {
+        cf__outcome_set(&c->out, f->out.kind, data, len);
+    } else {
+        cf_error e;
+        cf_exception(f, 0, &e);
+        cf__outcome_failf(&c->out, rc, e.code, "%s", e.message);
+    }
+    cf_future_release(f);
+}
+
+/* Serves the root until it says stop. */
+static void serve(MPI_Comm comm, int root, bool isolate)
+{
+    mpi_link m = {
+        .link = {.recv = mpi_recv, .send = mpi_send},
+        .comm = comm,
+        .root = root,
+    };
+    if (isolate) {
+        m.local = cf_process_pool(&(cf_process_pool_opts){.max_workers = 1});
+        if (m.local != NULL)
+            m.link.run = isolated_run;
+    }
+    cf__serve(&m.link, NULL);
+    cf_executor_free(m.local);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The root side                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mworker {
+    int rank;   /* destination rank in comm (or in the remote group) */
+    bool ready; /* HELLO received */
+    cf_remote r;
+} mworker;
+
+typedef struct sendbuf { /* an MPI_Isend in progress and its buffer */
+    struct sendbuf *next;
+    MPI_Request req;
+    cf_wbuf buf;
+} sendbuf;
+
+typedef struct mpi_pool {
+    cf_executor base;
+    pthread_mutex_t lock;
+    pthread_cond_t wake_cv; /* the manager's back-off sleep; submit wakes */
+    pthread_cond_t done_cv; /* the manager has exited */
+    cf_fqueue q;
+    bool shutdown, broken, manager_done, orphaned, manager_sleeping;
+    char *broken_msg;
+    pthread_t manager;
+    MPI_Comm comm; /* a duplicate (SPMD) or the intercommunicator (spawn) */
+    bool spawned;
+    int nworkers;
+    mworker *w;
+    cf_fncache fncache;
+    sendbuf *sends;
+    cf_wbuf init; /* the INIT frame every worker gets first */
+    uint64_t ewma_ns;
+} mpi_pool;
+
+static _Thread_local mpi_pool *manager_of;
+
+static void pool_free(mpi_pool *p);
+
+static mpi_pool *pool_of(cf_executor *ex)
+{
+    return (mpi_pool *)ex;
+}
+
+/* Starts sending buf's bytes to rank (the buffer is kept until the send
+ * completes).  Takes the buffer's contents. */
+static void post_send(mpi_pool *p, int rank, int tag, cf_wbuf *buf)
+{
+    sendbuf *s = calloc(1, sizeof *s);
+    if (s == NULL) { /* no memory to send: the job cannot go on */
+        fprintf(stderr, "cfutures: out of memory sending to rank %d\n", rank);
+        MPI_Abort(p->comm, 70);
+    }
+    s->buf = *buf;
+    memset(buf, 0, sizeof *buf);
+    MPI_Isend(s->buf.p, (int)s->buf.len, MPI_BYTE, rank, tag, p->comm,
+              &s->req);
+    s->next = p->sends;
+    p->sends = s;
+}
+
+/* Frees the buffers of completed sends; true if one completed. */
+static bool reap_sends(mpi_pool *p)
+{
+    bool any = false;
+    for (sendbuf **pp = &p->sends; *pp != NULL;) {
+        sendbuf *s = *pp;
+        int done = 0;
+        MPI_Test(&s->req, &done, MPI_STATUS_IGNORE);
+        if (!done) {
+            pp = &s->next;
+            continue;
+        }
+        *pp = s->next;
+        cf__wbuf_free(&s->buf);
+        free(s);
+        any = true;
+    }
+    return any;
+}
+
+static mworker *worker_of_rank(mpi_pool *p, int rank)
+{
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->w[i].rank == rank)
+            return &p->w[i];
+    return NULL;
+}
+
+static void set_broken(mpi_pool *p, char *msg)
+{
+    pthread_mutex_lock(&p->lock);
+    if (!p->broken) {
+        p->broken = true;
+        p->broken_msg = msg;
+        msg = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    free(msg);
+}
+
+/* Handles one frame from worker w; false on a protocol error. */
+static bool handle_frame(mpi_pool *p, mworker *w, const unsigned char *buf,
+                         size_t len)
+{
+    cf_wire_header h;
+    if (len < CF_WIRE_HEADER || cf__wire_header(buf, &h) != CF_OK ||
+        h.body_len != len - CF_WIRE_HEADER)
+        return false;
+    cf_rbuf r = {buf + CF_WIRE_HEADER, (size_t)h.body_len, 0};
+    if (h.type == CF_FRAME_HELLO && !w->ready) {
+        int32_t st, code;
+        const char *msg;
+        size_t n;
+        if (cf__wire_read_hello(&r, &st, &code, &msg, &n) != CF_OK)
+            return false;
+        w->ready = true;
+        if (st != CF_OK) {
+            char *m = NULL;
+            if (asprintf(&m, "the initializer failed on rank %d: %s(%d)%s%.*s",
+                         w->rank, cf_err_name(st), code, n ? ": " : "",
+                         (int)n, msg) < 0)
+                m = NULL;
+            set_broken(p, m);
+        }
+        return true;
+    }
+    if (h.type != CF_FRAME_RESULT || !w->ready)
+        return false;
+    for (uint32_t i = 0; i < h.count; i++) {
+        cf_wire_result res;
+        uint64_t ran = cf__now_ns() - w->r.head_start;
+        if (cf__wire_read_result(&r, &res) != CF_OK ||
+            !cf__remote_result(&p->base, &w->r, w->rank, &res))
+            return false;
+        p->ewma_ns = p->ewma_ns ? (7 * p->ewma_ns + ran) / 8 : ran;
+    }
+    return true;
+}
+
+/* Receives every frame waiting; true if there was one. */
+static bool poll_results(mpi_pool *p)
+{
+    bool any = false;
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_FRAME, p->comm, &flag, &st);
+        if (!flag)
+            return any;
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
+        if (buf == NULL) {
+            fprintf(stderr, "cfutures: out of memory for a result\n");
+            MPI_Abort(p->comm, 70);
+        }
+        MPI_Recv(buf, count, MPI_BYTE, st.MPI_SOURCE, TAG_FRAME, p->comm,
+                 MPI_STATUS_IGNORE);
+        mworker *w = worker_of_rank(p, st.MPI_SOURCE);
+        if (w == NULL || !handle_frame(p, w, buf, (size_t)count)) {
+            fprintf(stderr, "cfutures: malformed frame from rank %d\n",
+                    st.MPI_SOURCE);
+            MPI_Abort(p->comm, 70);
+        }
+        free(buf);
+        any = true;
+    }
+}
+
+/* Sends w a frame of queued work (lock held; dropped while encoding). */
+static bool dispatch_one_locked(mpi_pool *p, mworker *w)
+{
+    size_t n;
+    cf_future *batch = cf__take_batch(&p->base, &p->q, SIZE_MAX, &n);
+    if (batch == NULL)
+        return p->q.head != NULL;
+    pthread_mutex_unlock(&p->lock);
+    cf_wbuf out = {0};
+    cf__send_batch(&w->r, batch, n, &out, &p->fncache);
+    if (out.oom) {
+        fprintf(stderr, "cfutures: out of memory encoding a task frame\n");
+        MPI_Abort(p->comm, 70);
+    }
+    if (out.len > INT_MAX) {
+        fprintf(stderr, "cfutures: a task frame over 2 GiB cannot go over "
+                        "MPI\n");
+        MPI_Abort(p->comm, 70);
+    }
+    if (out.len > 0)
+        post_send(p, w->rank, TAG_FRAME, &out);
+    cf__wbuf_free(&out);
+    pthread_mutex_lock(&p->lock);
+    return true;
+}
+
+static void *manager_main(void *arg)
+{
+    mpi_pool *p = arg;
+    manager_of = p;
+    for (int i = 0; i < p->nworkers; i++) {
+        cf_wbuf copy = {0};
+        cf__wbuf_put(&copy, p->init.p, p->init.len);
+        post_send(p, p->w[i].rank, TAG_FRAME, &copy);
+    }
+    uint64_t wait = BACKOFF_MIN_NS;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        if (p->broken && p->q.head != NULL) {
+            cf_future *all = cf__fq_take_all(&p->q);
+            pthread_mutex_unlock(&p->lock);
+            cf__fail_list(all, CF_EBROKEN,
+                          p->broken_msg ? p->broken_msg : "the pool is broken");
+            pthread_mutex_lock(&p->lock);
+        }
+        /* Idle workers first; a second frame to a busy one only for a
+         * backlog of short tasks (see process_pool.c). */
+        int busy = 0;
+        for (int i = 0; i < p->nworkers; i++) {
+            mworker *w = &p->w[i];
+            if (w->ready && w->r.count == 0 && p->q.head != NULL)
+                dispatch_one_locked(p, w);
+            busy += w->r.count > 0;
+        }
+        if (p->q.n >= (size_t)p->nworkers && p->ewma_ns > 0 &&
+            p->ewma_ns < 200000) {
+            uint64_t now = cf__now_ns();
+            for (int i = 0; i < p->nworkers && p->q.head != NULL; i++) {
+                mworker *w = &p->w[i];
+                if (w->ready && w->r.frames < WINDOW &&
+                    now - w->r.head_start <= 4 * p->ewma_ns + 50000)
+                    dispatch_one_locked(p, w);
+            }
+        }
+        if (p->shutdown && p->q.head == NULL && busy == 0)
+            break;
+        pthread_mutex_unlock(&p->lock);
+        bool progress = poll_results(p);
+        progress |= reap_sends(p);
+        pthread_mutex_lock(&p->lock);
+        if (progress) {
+            wait = BACKOFF_MIN_NS;
+            continue;
+        }
+        /* Nothing happened: sleep a little, or until a submit. */
+        cf_deadline d = {.forever = false};
+        clock_gettime(CLOCK_MONOTONIC, &d.at);
+        d.at.tv_nsec += (long)wait;
+        if (d.at.tv_nsec >= 1000000000L) {
+            d.at.tv_sec++;
+            d.at.tv_nsec -= 1000000000L;
+        }
+        p->manager_sleeping = true;
+        cf__cond_wait(&p->wake_cv, &p->lock, &d);
+        p->manager_sleeping = false;
+        wait = wait * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : wait * 2;
+    }
+    pthread_mutex_unlock(&p->lock);
+
+    /* Stop the workers, finish the sends, let go of the communicator. */
+    for (int i = 0; i < p->nworkers; i++) {
+        cf_wbuf empty = {0};
+        cf__wbuf_u8(&empty, 0);
+        post_send(p, p->w[i].rank, TAG_STOP, &empty);
+    }
+    while (p->sends != NULL) {
+        if (!reap_sends(p))
+            backoff_sleep(&wait);
+    }
+    if (p->spawned)
+        MPI_Comm_disconnect(&p->comm);
+    else
+        MPI_Comm_free(&p->comm);
+    manager_of = NULL;
+    pthread_mutex_lock(&p->lock);
+    p->manager_done = true;
+    pthread_cond_broadcast(&p->done_cv);
+    bool orphan = p->orphaned;
+    pthread_mutex_unlock(&p->lock);
+    if (orphan) { /* freed from a callback on this thread */
+        pthread_detach(pthread_self());
+        pool_free(p);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* vtable                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int mp_submit(cf_executor *ex, cf_future *f, unsigned flags)
+{
+    (void)flags;
+    mpi_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->lock);
+    int rc = CF_OK;
+    if (p->broken)
+        rc = CF_EBROKEN;
+    else if (p->shutdown)
+        rc = CF_ESHUTDOWN;
+    else {
+        cf__fq_push(&p->q, f);
+        if (p->manager_sleeping)
+            pthread_cond_signal(&p->wake_cv);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+static void mp_shutdown(cf_executor *ex, bool cancel_futures)
+{
+    mpi_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->lock);
+    p->shutdown = true;
+    cf_future *cancelled = cancel_futures ? cf__fq_take_all(&p->q) : NULL;
+    pthread_cond_signal(&p->wake_cv);
+    pthread_mutex_unlock(&p->lock);
+    while (cancelled != NULL) {
+        cf_future *next = cancelled->next;
+        cancelled->next = NULL;
+        if (cf_cancel(cancelled))
+            cf__stats_cancelled(ex);
+        cf_future_release(cancelled);
+        cancelled = next;
+    }
+}
+
+static int mp_wait(cf_executor *ex, const cf_deadline *d)
+{
+    mpi_pool *p = pool_of(ex);
+    if (manager_of == p)
+        return CF_OK; /* a callback on the manager thread cannot wait */
+    int rc = CF_OK;
+    pthread_mutex_lock(&p->lock);
+    while (!p->manager_done)
+        if (cf__cond_wait(&p->done_cv, &p->lock, d) == ETIMEDOUT &&
+            !p->manager_done) {
+            rc = CF_ETIMEDOUT;
+            break;
+        }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+static void pool_free(mpi_pool *p)
+{
+    for (int i = 0; i < p->nworkers; i++)
+        cf__remote_free(&p->w[i].r);
+    free(p->w);
+    cf__wbuf_free(&p->init);
+    free(p->broken_msg);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->wake_cv);
+    pthread_cond_destroy(&p->done_cv);
+    free(p);
+}
+
+static void mp_destroy(cf_executor *ex)
+{
+    mpi_pool *p = pool_of(ex);
+    if (manager_of == p) { /* freed from a callback on the manager: */
+        pthread_mutex_lock(&p->lock); /* it frees the pool as it exits */
+        p->orphaned = true;
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    pthread_join(p->manager, NULL);
+    pool_free(p);
+}
+
+static const cf_executor_vtable mpi_pool_vtable = {
+    .kind = "mpi",
+    .submit = mp_submit,
+    .shutdown = mp_shutdown,
+    .wait = mp_wait,
+    .destroy = mp_destroy,
+};
+
+/* A pool over comm whose workers are the given ranks. */
+static cf_executor *pool_new(MPI_Comm comm, bool spawned, const int *ranks,
+                             int n, const cf_mpi_opts *opts)
+{
+    mpi_pool *p = calloc(1, sizeof *p);
+    mworker *w = calloc((size_t)n, sizeof *w);
+    if (p == NULL || w == NULL) {
+        free(p);
+        free(w);
+        return cf__fail_null(CF_ENOMEM);
+    }
+    p->w = w;
+    p->nworkers = n;
+    for (int i = 0; i < n; i++)
+        w[i].rank = ranks[i];
+    p->comm = comm;
+    p->spawned = spawned;
+    cf_fnref none = {0}, ref;
+    if (opts->initializer != NULL &&
+        cf__fnref_make(opts->initializer, &ref) != CF_OK) {
+        pool_free(p);
+        return cf__fail_null(CF_EINVAL);
+    }
+    size_t off = cf__wire_begin(&p->init, CF_FRAME_INIT, 1);
+    cf__wire_fnref(&p->init, opts->initializer ? &ref : &none);
+    cf__wbuf_u64(&p->init, opts->initarg_len);
+    cf__wbuf_put(&p->init, opts->initarg, opts->initarg_len);
+    cf__wire_end(&p->init, off);
+    if (p->init.oom) {
+        pool_free(p);
+        return cf__fail_null(CF_ENOMEM);
+    }
+    cf__executor_init(&p->base, &mpi_pool_vtable, n);
+    pthread_mutex_init(&p->lock, NULL);
+    cf__cond_init(&p->wake_cv);
+    cf__cond_init(&p->done_cv);
+    if (pthread_create(&p->manager, NULL, manager_main, p) != 0) {
+        pool_free(p);
+        return cf__fail_null(CF_ENOMEM);
+    }
+    return &p->base;
+}
+
+static const cf_mpi_opts no_opts;
+
+int cf_mpi_comm_executor(MPI_Comm comm, int root, const cf_mpi_opts *opts,
+                         cf_executor **ex)
+{
+    if (ex == NULL)
+        return CF_EINVAL;
+    *ex = NULL;
+    if (opts == NULL)
+        opts = &no_opts;
+    if (opts->initarg == NULL && opts->initarg_len > 0)
+        return CF_EINVAL;
+    int rc = ensure_mpi(NULL, NULL);
+    if (rc != CF_OK)
+        return rc;
+    int size = 0, rank = 0;
+    if (comm == MPI_COMM_NULL || MPI_Comm_size(comm, &size) != MPI_SUCCESS ||
+        size < 2 || root < 0 || root >= size) {
+        fprintf(stderr, "cfutures: cf_mpi_comm_executor needs a communicator "
+                        "of at least 2 ranks and a root inside it\n");
+        return CF_EINVAL;
+    }
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm dup;
+    MPI_Comm_dup(comm, &dup); /* our traffic never mixes with the program's */
+    if (rank != root) {
+        serve(dup, root, opts->crash_isolation);
+        MPI_Comm_free(&dup);
+        return CF_OK;
+    }
+    int *ranks = malloc((size_t)(size - 1) * sizeof *ranks);
+    if (ranks == NULL)
+        return CF_ENOMEM;
+    for (int r = 0, k = 0; r < size; r++)
+        if (r != root)
+            ranks[k++] = r;
+    *ex = pool_new(dup, false, ranks, size - 1, opts);
+    free(ranks);
+    return *ex ? CF_OK : cf_last_error();
+}
+
+int cf_mpi_worker_main(int *argc, char ***argv)
+{
+    int rc = ensure_mpi(argc, argv);
+    if (rc != CF_OK)
+        return rc;
+    MPI_Comm parent = MPI_COMM_NULL;
+    MPI_Comm_get_parent(&parent);
+    if (parent == MPI_COMM_NULL)
+        return CF_OK; /* the original program */
+    const char *iso = getenv("CFUTURES_MPI_ISOLATE");
+    serve(parent, 0, iso != NULL && strcmp(iso, "1") == 0);
+    MPI_Comm_disconnect(&parent);
+    MPI_Finalize();
+    exit(0);
+}
+
+cf_executor *cf_mpi_pool(const cf_mpi_opts *opts)
+{
+    if (opts == NULL)
+        opts = &no_opts;
+    if (opts->max_workers < 0 ||
+        (opts->initarg == NULL && opts->initarg_len > 0))
+        return cf__fail_null(CF_EINVAL);
+    int rc = ensure_mpi(NULL, NULL);
+    if (rc != CF_OK)
+        return cf__fail_null(rc);
+    int n = opts->max_workers ? opts->max_workers : cf__cpu_count();
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0)
+        return cf__fail_null(CF_EINVAL);
+    exe[len] = '\0';
+    MPI_Info info;
+    MPI_Info_create(&info);
+    if (opts->crash_isolation) /* tells the spawned copies */
+        setenv("CFUTURES_MPI_ISOLATE", "1", 1);
+    else
+        unsetenv("CFUTURES_MPI_ISOLATE");
+    MPI_Comm inter;
+    int *errs = calloc((size_t)n, sizeof *errs);
+    if (errs == NULL) {
+        MPI_Info_free(&info);
+        return cf__fail_null(CF_ENOMEM);
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+    int e = MPI_Comm_spawn(exe, MPI_ARGV_NULL, n, info, 0, MPI_COMM_SELF,
+                           &inter, errs);
+    MPI_Info_free(&info);
+    free(errs);
+    if (e != MPI_SUCCESS) {
+        char msg[MPI_MAX_ERROR_STRING];
+        int mlen = 0;
+        MPI_Error_string(e, msg, &mlen);
+        fprintf(stderr,
+                "cfutures: MPI cannot spawn %d worker processes: %s (not "
+                "enough slots? set OMPI_MCA_rmaps_base_oversubscribe=1)\n",
+                n, msg);
+        return cf__fail_null(CF_EBROKEN);
+    }
+    int *ranks = malloc((size_t)n * sizeof *ranks);
+    if (ranks == NULL)
+        return cf__fail_null(CF_ENOMEM);
+    for (int i = 0; i < n; i++)
+        ranks[i] = i;
+    cf_executor *ex = pool_new(inter, true, ranks, n, opts);
+    free(ranks);
+    return ex;
+}
