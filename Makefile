@@ -27,6 +27,7 @@ check: check-plain check-asan check-tsan
 	@echo "make check: all test suites passed (plain, asan+ubsan, tsan)"
 
 check-plain: build
+	@test -f build/tests/test-mpi || echo "skipped: MPI not found (apt-get install openmpi-bin libopenmpi-dev)"
 	$(CTEST) --test-dir build $(CTEST_FLAGS)
 
 # ASan + UBSan with gcc.
@@ -46,6 +47,10 @@ check-tsan:
 demo: build
 	./build/examples/demo --executor thread
 	./build/examples/demo --executor process
+	@if [ -x build/examples/demo-mpi ]; then \
+	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+	  mpirun --oversubscribe -np 3 ./build/examples/demo-mpi --executor mpi; \
+	else echo "skipped: --executor mpi (MPI not found)"; fi
 
 # Benchmarks against the peers (bench/install-peers.sh installs them).
 bench:

@@ -13,6 +13,9 @@
  * 1 a wrong sum or a failed call, 2 bad usage or an executor not built.
  */
 #include "cfutures.h"
+#ifdef CF_DEMO_MPI
+#include "cfutures_mpi.h" /* demo-mpi: the same program with MPI */
+#endif
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -39,23 +42,39 @@ static void sum_to(cf_call *c)
 }
 
 /* The one place that picks the executor.  Each kind is one line here. */
-static cf_executor *make_executor(const char *kind, int workers)
-{
-    if (strcmp(kind, "thread") == 0)
-        return cf_thread_pool(&(cf_thread_pool_opts){.max_workers = workers});
-    if (strcmp(kind, "process") == 0)
-        return cf_process_pool(&(cf_process_pool_opts){.max_workers = workers});
-    fprintf(stderr, "executor '%s' is not available in this build yet\n",
-            kind);
-    exit(2);
-}
-
 static _Noreturn void die(const char *what, int status)
 {
     fprintf(stderr, "demo: %s failed: %s (%s)\n", what, cf_strerror(status),
             cf_err_name(status));
     exit(1);
 }
+
+static cf_executor *make_executor(const char *kind, int workers)
+{
+    if (strcmp(kind, "thread") == 0)
+        return cf_thread_pool(&(cf_thread_pool_opts){.max_workers = workers});
+    if (strcmp(kind, "process") == 0)
+        return cf_process_pool(&(cf_process_pool_opts){.max_workers = workers});
+#ifdef CF_DEMO_MPI
+    if (strcmp(kind, "mpi") == 0) {
+        /* Under mpirun: rank 0 gets the executor; the other ranks serve
+         * inside the call until rank 0 is done, then leave. */
+        cf_executor *ex = NULL;
+        int rc = cf_mpi_comm_executor(MPI_COMM_WORLD, 0, NULL, &ex);
+        if (rc != CF_OK)
+            die("cf_mpi_comm_executor", rc);
+        if (ex == NULL) {
+            MPI_Finalize();
+            exit(0);
+        }
+        return ex;
+    }
+#endif
+    fprintf(stderr, "executor '%s' is not available in this build yet\n",
+            kind);
+    exit(2);
+}
+
 
 static double now(void)
 {
@@ -287,5 +306,8 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("\nOK: all %d sums equal n(n+1)/2\n", 3 * NWORK);
+#ifdef CF_DEMO_MPI
+    MPI_Finalize();
+#endif
     return 0;
 }

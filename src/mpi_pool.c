@@ -29,6 +29,7 @@ enum { TAG_FRAME = 7001, TAG_STOP = 7002 };
 #define BACKOFF_MIN_NS 50000u
 #define BACKOFF_MAX_NS 1000000u
 #define WINDOW 2
+#define ISOLATE_ARG "--cfutures-crash-isolation"
 
 /* ------------------------------------------------------------------------ */
 /* MPI set-up                                                                */
@@ -642,8 +643,11 @@ int cf_mpi_worker_main(int *argc, char ***argv)
     MPI_Comm_get_parent(&parent);
     if (parent == MPI_COMM_NULL)
         return CF_OK; /* the original program */
-    const char *iso = getenv("CFUTURES_MPI_ISOLATE");
-    serve(parent, 0, iso != NULL && strcmp(iso, "1") == 0);
+    /* cf_mpi_pool passes its options to its copies as arguments. */
+    bool isolate = false;
+    for (int i = 1; argc != NULL && argv != NULL && i < *argc; i++)
+        isolate |= strcmp((*argv)[i], ISOLATE_ARG) == 0;
+    serve(parent, 0, isolate);
     MPI_Comm_disconnect(&parent);
     MPI_Finalize();
     exit(0);
@@ -667,10 +671,6 @@ cf_executor *cf_mpi_pool(const cf_mpi_opts *opts)
     exe[len] = '\0';
     MPI_Info info;
     MPI_Info_create(&info);
-    if (opts->crash_isolation) /* tells the spawned copies */
-        setenv("CFUTURES_MPI_ISOLATE", "1", 1);
-    else
-        unsetenv("CFUTURES_MPI_ISOLATE");
     MPI_Comm inter;
     int *errs = calloc((size_t)n, sizeof *errs);
     if (errs == NULL) {
@@ -678,8 +678,10 @@ cf_executor *cf_mpi_pool(const cf_mpi_opts *opts)
         return cf__fail_null(CF_ENOMEM);
     }
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
-    int e = MPI_Comm_spawn(exe, MPI_ARGV_NULL, n, info, 0, MPI_COMM_SELF,
-                           &inter, errs);
+    char iso[] = ISOLATE_ARG;
+    char *args[] = {opts->crash_isolation ? iso : NULL, NULL};
+    int e = MPI_Comm_spawn(exe, args, n, info, 0, MPI_COMM_SELF, &inter,
+                           errs);
     MPI_Info_free(&info);
     free(errs);
     if (e != MPI_SUCCESS) {

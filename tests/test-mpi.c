@@ -1,0 +1,292 @@
+/*
+ * The MPI executor.  One binary, three ways to run (tests/CMakeLists.txt):
+ *   mpirun -np 3 test-mpi comm    SPMD: rank 0 submits, ranks 1.. serve
+ *   mpirun -np 5 test-mpi comm    the same with 4 workers
+ *   test-mpi spawn                a singleton that spawns 2 workers
+ * Every rank runs main; only the root runs the test cases.
+ */
+#include "cfutures_mpi.h"
+#include "test.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+static cf_executor *ex; /* the MPI executor under test (root only) */
+
+static void sum_to(cf_call *c)
+{
+    int64_t n = cf_arg_i64(c), s = 0;
+    for (int64_t i = 1; i <= n; i++)
+        s += i;
+    cf_return_i64(c, s);
+}
+
+static void raise_task(cf_call *c)
+{
+    cf_raise(c, 11, "bad input %lld", (long long)cf_arg_i64(c));
+}
+
+/* Sleeps for the given milliseconds (so that work queues up). */
+static void nap(cf_call *c)
+{
+    usleep((useconds_t)cf_arg_i64(c) * 1000);
+    cf_return_i64(c, cf_arg_i64(c));
+}
+
+/* Returns its argument reversed, byte by byte (big payloads). */
+static void reverse(cf_call *c)
+{
+    size_t n;
+    const unsigned char *in = cf_arg(c, &n);
+    unsigned char *out = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+        out[i] = in[n - 1 - i];
+    cf_return(c, out, n);
+    free(out);
+}
+
+static void crash(cf_call *c)
+{
+    (void)c;
+    raise(SIGSEGV);
+}
+
+static void rank_of_worker(cf_call *c)
+{
+    cf_return_i64(c, (int64_t)getpid());
+}
+
+/* submit + result, a task error with its message, many tasks. */
+static void test_submit_result_errors(void)
+{
+    cf_future *fs[100];
+    for (int i = 0; i < 100; i++)
+        fs[i] = cf_submit_i64(ex, i % 10 == 3 ? raise_task : sum_to, i);
+    for (int i = 0; i < 100; i++) {
+        int64_t v;
+        int rc = cf_result_i64(fs[i], 60, &v);
+        if (i % 10 == 3) {
+            ASSERT_ST(rc, CF_ETASK);
+            cf_error e;
+            ASSERT_OK(cf_exception(fs[i], 0, &e));
+            ASSERT_EQ(e.code, 11);
+            char want[64];
+            snprintf(want, sizeof want, "bad input %d", i);
+            ASSERT_STR_EQ(e.message, want);
+        } else {
+            ASSERT_OK(rc);
+            ASSERT_EQ(v, (int64_t)i * (i + 1) / 2);
+        }
+        cf_future_release(fs[i]);
+    }
+}
+
+/* A result timeout leaves the future alone; it completes later. */
+static void test_result_timeout(void)
+{
+    cf_future *f = cf_submit_i64(ex, nap, 300);
+    ASSERT_ST(cf_result(f, 0.01, NULL, NULL), CF_ETIMEDOUT);
+    int64_t v;
+    ASSERT_OK(cf_result_i64(f, 60, &v));
+    ASSERT_EQ(v, 300);
+    cf_future_release(f);
+}
+
+/* Pending tasks can be cancelled while the workers are busy. */
+static void test_cancel_pending(void)
+{
+    int n = cf_executor_max_workers(ex);
+    enum { EXTRA = 20 };
+    cf_future *busy[8], *extra[EXTRA];
+    for (int i = 0; i < n; i++)
+        busy[i] = cf_submit_i64(ex, nap, 200);
+    for (int i = 0; i < EXTRA; i++)
+        extra[i] = cf_submit_i64(ex, sum_to, i);
+    int cancelled = 0;
+    for (int i = EXTRA; i-- > 0;)
+        cancelled += cf_cancel(extra[i]);
+    ASSERT(cancelled > 0);
+    for (int i = 0; i < EXTRA; i++) {
+        int64_t v;
+        int rc = cf_result_i64(extra[i], 60, &v);
+        if (cf_cancelled(extra[i])) {
+            ASSERT_ST(rc, CF_ECANCELLED);
+        } else {
+            ASSERT_OK(rc);
+            ASSERT_EQ(v, (int64_t)i * (i + 1) / 2);
+        }
+        cf_future_release(extra[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        ASSERT_OK(cf_result(busy[i], 60, NULL, NULL));
+        cf_future_release(busy[i]);
+    }
+}
+
+/* 64 MiB each way, byte for byte. */
+static void test_large_payload(void)
+{
+    size_t n = (size_t)64 << 20;
+    unsigned char *buf = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (unsigned char)(i * 131 + (i >> 13));
+    cf_future *f = cf_submit(ex, reverse, buf, n);
+    const void *out;
+    size_t len;
+    ASSERT_OK(cf_result(f, 120, &out, &len));
+    ASSERT_EQ(len, n);
+    const unsigned char *o = out;
+    for (size_t i = 0; i < n; i++)
+        if (o[i] != buf[n - 1 - i])
+            ASSERT(!"payload differs");
+    cf_future_release(f);
+    free(buf);
+}
+
+/* A 10,000-item map with chunksize 64: results in input order. */
+static void test_chunked_map(void)
+{
+    enum { N = 10000 };
+    int64_t *in = malloc(N * sizeof *in);
+    for (int i = 0; i < N; i++)
+        in[i] = i % 500;
+    cf_map *m = cf_map_i64(ex, sum_to, in, N,
+                           &(cf_map_opts){.chunksize = 64, .timeout = 120});
+    for (int i = 0; i < N; i++) {
+        int64_t v;
+        ASSERT_OK(cf_map_next_i64(m, &v));
+        ASSERT_EQ(v, in[i] * (in[i] + 1) / 2);
+    }
+    int64_t v;
+    ASSERT_ST(cf_map_next_i64(m, &v), CF_END);
+    cf_map_free(m);
+    free(in);
+}
+
+/* wait and as_completed over futures of a thread pool, a process pool and
+ * the MPI executor at once. */
+static void test_mixed_executors(void)
+{
+    cf_executor *tp = cf_thread_pool(&(cf_thread_pool_opts){.max_workers = 2});
+    cf_executor *pp =
+        cf_process_pool(&(cf_process_pool_opts){.max_workers = 1});
+    cf_future *fs[9];
+    for (int i = 0; i < 9; i++) {
+        cf_executor *e = i % 3 == 0 ? tp : i % 3 == 1 ? pp : ex;
+        fs[i] = cf_submit_i64(e, sum_to, 100 * i);
+        ASSERT(fs[i] != NULL);
+    }
+    cf_as_completed *it = cf_as_completed_new(fs, 9, 120);
+    int n = 0;
+    for (cf_future *f; cf_as_completed_next(it, &f) == CF_OK; n++)
+        ASSERT(cf_done(f));
+    ASSERT_EQ(n, 9);
+    cf_as_completed_free(it);
+    size_t nd = 0;
+    ASSERT_OK(cf_wait(fs, 9, 0, CF_ALL_COMPLETED, NULL, &nd, NULL, NULL));
+    ASSERT_EQ(nd, 9);
+    for (int i = 0; i < 9; i++) {
+        int64_t v;
+        ASSERT_OK(cf_result_i64(fs[i], 0, &v));
+        ASSERT_EQ(v, (int64_t)(100 * i) * (100 * i + 1) / 2);
+        cf_future_release(fs[i]);
+    }
+    cf_executor_free(tp);
+    cf_executor_free(pp);
+}
+
+/* Tasks really run on other processes (the ranks). */
+static void test_runs_on_ranks(void)
+{
+    cf_future *f = cf_submit_i64(ex, rank_of_worker, 0);
+    int64_t pid;
+    ASSERT_OK(cf_result_i64(f, 60, &pid));
+    ASSERT(pid != (int64_t)getpid());
+    cf_future_release(f);
+}
+
+/* Last: shutdown(cancel_futures) cancels what is queued, finishes what
+ * runs, and later submits fail. */
+static void test_shutdown_cancel_futures(void)
+{
+    int n = cf_executor_max_workers(ex);
+    cf_future *busy[8], *queued[30];
+    for (int i = 0; i < n; i++)
+        busy[i] = cf_submit_i64(ex, nap, 300);
+    for (int i = 0; i < 30; i++)
+        queued[i] = cf_submit_i64(ex, sum_to, i);
+    for (int i = 0; i < n; i++) /* dispatched: running on a rank */
+        while (!cf_running(busy[i]) && !cf_done(busy[i]))
+            usleep(1000);
+    ASSERT_OK(cf_shutdown(ex, true, true));
+    int cancelled = 0;
+    for (int i = 0; i < 30; i++) {
+        ASSERT(cf_done(queued[i]));
+        cancelled += cf_cancelled(queued[i]);
+        cf_future_release(queued[i]);
+    }
+    ASSERT(cancelled > 0);
+    for (int i = 0; i < n; i++) {
+        ASSERT_OK(cf_result(busy[i], 0, NULL, NULL));
+        cf_future_release(busy[i]);
+    }
+    ASSERT(cf_submit_i64(ex, sum_to, 1) == NULL);
+    ASSERT_ST(cf_last_error(), CF_ESHUTDOWN);
+}
+
+static const test_entry tests[] = {
+    T(test_submit_result_errors), T(test_result_timeout),
+    T(test_cancel_pending),       T(test_large_payload),
+    T(test_chunked_map),          T(test_mixed_executors),
+    T(test_runs_on_ranks),        T(test_shutdown_cancel_futures),
+};
+
+/* With crash isolation, a crashing task fails alone. */
+static void crash_isolation_case(int argc, char **argv, bool spawn)
+{
+    (void)argc;
+    (void)argv;
+    cf_executor *iso = NULL;
+    cf_mpi_opts o = {.max_workers = 2, .crash_isolation = true};
+    if (spawn)
+        iso = cf_mpi_pool(&o);
+    else
+        ASSERT_OK(cf_mpi_comm_executor(MPI_COMM_WORLD, 0, &o, &iso));
+    if (iso == NULL)
+        return; /* a serving rank, done */
+    cf_future *bad = cf_submit(iso, crash, NULL, 0);
+    cf_future *good = cf_submit_i64(iso, sum_to, 10);
+    cf_error e;
+    ASSERT_OK(cf_exception(bad, 60, &e));
+    ASSERT_ST(e.status, CF_ECRASHED);
+    ASSERT_EQ(e.code, -SIGSEGV);
+    int64_t v;
+    ASSERT_OK(cf_result_i64(good, 60, &v));
+    ASSERT_EQ(v, 55);
+    cf_future_release(bad);
+    cf_future_release(good);
+    cf_executor_free(iso);
+    printf("ok - crash isolation (%s)\n", spawn ? "spawn" : "comm");
+}
+
+int main(int argc, char **argv)
+{
+    ASSERT_OK(cf_mpi_worker_main(&argc, &argv));
+    cf_set_default_error_hook(NULL, NULL);
+    bool spawn = argc > 1 && strcmp(argv[1], "spawn") == 0;
+    if (spawn) {
+        ex = cf_mpi_pool(&(cf_mpi_opts){.max_workers = 2});
+        ASSERT(ex != NULL);
+    } else {
+        ASSERT_OK(cf_mpi_comm_executor(MPI_COMM_WORLD, 0, NULL, &ex));
+    }
+    if (ex != NULL) { /* the root */
+        int rc = test_main(1, argv, tests, sizeof tests / sizeof tests[0]);
+        cf_executor_free(ex);
+        if (rc != 0)
+            return rc;
+    }
+    crash_isolation_case(argc, argv, spawn);
+    MPI_Finalize();
+    return 0;
+}
