@@ -685,7 +685,9 @@ typedef struct cf_map_opts {
 /**
  * Maps fn over n items of item_size bytes each, laid out contiguously in
  * items (copied item by item as tasks are submitted; items must stay valid
- * until cf_map_free).  NULL on error (cf_last_error()).
+ * until cf_map_free).  NULL on error (cf_last_error(): CF_EINVAL,
+ * CF_ESHUTDOWN, CF_ENOMEM).  A submit that fails later (the executor shut
+ * down meanwhile) surfaces as that item's error in cf_map_next.
  */
 CF_API cf_map *cf_map_array(cf_executor *ex, cf_task_fn fn, const void *items,
                             size_t item_size, size_t n,

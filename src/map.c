@@ -117,6 +117,10 @@ static cf_map *map_new(cf_executor *ex, cf_task_fn fn, const cf_map_opts *opts,
         free(m);
         return cf__fail_null(CF_EINVAL);
     }
+    if (atomic_load(&ex->shut_down)) { /* as Python's map: at once */
+        free(m);
+        return cf__fail_null(CF_ESHUTDOWN);
+    }
     m->ex = ex;
     m->fn = fn;
     m->continue_on_error = opts->continue_on_error;

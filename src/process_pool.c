@@ -75,6 +75,7 @@ typedef struct process_pool {
     int pending_signal; /* for the manager: terminate / kill the workers */
     int start_failures; /* workers in a row that died before HELLO */
     bool cancel_check;  /* cf_request_cancel / cf_kill_task happened */
+    bool cancel_all;    /* shut down with cancel_futures */
     uint64_t ewma_ns;   /* average task run time (manager); 0: unknown */
     char *broken_msg;
     int efd;
@@ -403,7 +404,8 @@ static bool read_worker(process_pool *p, pworker *w)
 static bool write_worker(pworker *w)
 {
     while (w->out.len > 0) {
-        ssize_t n = write(w->fd, w->out.p, w->out.len);
+        /* send(MSG_NOSIGNAL): a worker that died must not SIGPIPE us. */
+        ssize_t n = send(w->fd, w->out.p, w->out.len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -501,6 +503,17 @@ static void handle_death(process_pool *p, pworker *w)
     }
 
     pthread_mutex_lock(&p->lock);
+    if (killsig != 0 || p->cancel_all) {
+        /* Stopped by terminate / kill_workers, or the queue was cancelled
+         * by shutdown: what was waiting behind the head does not run on a
+         * fresh worker either (it is RUNNING, so it cannot be cancelled). */
+        pthread_mutex_unlock(&p->lock);
+        cf__fail_list(requeue, CF_EBROKEN,
+                      "the pool was shut down with its work cancelled "
+                      "before this task could start");
+        requeue = NULL;
+        pthread_mutex_lock(&p->lock);
+    }
     cf__fq_splice_front(&p->q, requeue);
     /* A worker that dies before saying HELLO may have crashed in the
      * initializer, or been killed from outside: three in a row break the
@@ -769,6 +782,7 @@ static void pp_shutdown(cf_executor *ex, bool cancel_futures)
     process_pool *p = pool_of(ex);
     pthread_mutex_lock(&p->lock);
     p->shutdown = true;
+    p->cancel_all |= cancel_futures;
     cf_future *cancelled = cancel_futures ? cf__fq_take_all(&p->q) : NULL;
     p->manager_sleeping = true; /* force a wake-up */
     wake_manager_locked(p);

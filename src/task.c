@@ -23,6 +23,11 @@ void cf__call_init(cf_call *c, const void *arg, size_t len,
 
 const void *cf_arg(cf_call *c, size_t *len)
 {
+    if (c == NULL) {
+        if (len != NULL)
+            *len = 0;
+        return NULL;
+    }
     if (len != NULL)
         *len = c->arg_len;
     return c->arg;
@@ -31,7 +36,7 @@ const void *cf_arg(cf_call *c, size_t *len)
 int64_t cf_arg_i64(cf_call *c)
 {
     int64_t v = 0;
-    if (c->arg_len == sizeof v)
+    if (c != NULL && c->arg_len == sizeof v)
         memcpy(&v, c->arg, sizeof v);
     return v;
 }
@@ -39,45 +44,53 @@ int64_t cf_arg_i64(cf_call *c)
 double cf_arg_f64(cf_call *c)
 {
     double v = 0;
-    if (c->arg_len == sizeof v)
+    if (c != NULL && c->arg_len == sizeof v)
         memcpy(&v, c->arg, sizeof v);
     return v;
 }
 
 const char *cf_arg_str(cf_call *c)
 {
+    if (c == NULL || c->arg_len == 0)
+        return "";
     const char *s = c->arg;
-    if (c->arg_len == 0 || s[c->arg_len - 1] != '\0')
+    if (s[c->arg_len - 1] != '\0')
         return "";
     return s;
 }
 
 int cf_return(cf_call *c, const void *data, size_t len)
 {
-    if (data == NULL && len > 0)
+    if (c == NULL || (data == NULL && len > 0))
         return CF_EINVAL;
     return cf__outcome_set(&c->out, CF_KIND_BYTES, data, len);
 }
 
 int cf_return_i64(cf_call *c, int64_t v)
 {
+    if (c == NULL)
+        return CF_EINVAL;
     return cf__outcome_set(&c->out, CF_KIND_I64, &v, sizeof v);
 }
 
 int cf_return_f64(cf_call *c, double v)
 {
+    if (c == NULL)
+        return CF_EINVAL;
     return cf__outcome_set(&c->out, CF_KIND_F64, &v, sizeof v);
 }
 
 int cf_return_str(cf_call *c, const char *s)
 {
-    if (s == NULL)
+    if (c == NULL || s == NULL)
         return CF_EINVAL;
     return cf__outcome_set(&c->out, CF_KIND_STR, s, strlen(s) + 1);
 }
 
 int cf_raise(cf_call *c, int code, const char *fmt, ...)
 {
+    if (c == NULL)
+        return CF_EINVAL;
     va_list ap;
     va_start(ap, fmt);
     cf__outcome_fail(&c->out, CF_ETASK, code, fmt, ap);
