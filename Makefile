@@ -15,7 +15,7 @@ CMAKE ?= cmake
 CTEST ?= ctest
 CTEST_FLAGS ?= --output-on-failure -j$(JOBS)
 
-.PHONY: all build check check-plain check-asan check-tsan demo install bench clean
+.PHONY: all build check check-plain check-asan check-tsan demo install bench clean docs check-format format
 
 all: build
 
@@ -57,6 +57,18 @@ bench:
 	@$(CMAKE) -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCF_BUILD_BENCH=ON -DCF_BUILD_TESTS=OFF -DCF_BUILD_EXAMPLES=OFF >/dev/null
 	@$(CMAKE) --build build-bench -j$(JOBS)
 	/usr/bin/python3 bench/run.py --bin-dir build-bench/bench $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
+
+# The reference (Doxygen; Debian package doxygen): build/docs/html/index.html
+docs:
+	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@$(CMAKE) --build build --target docs
+
+CLANG_FORMAT ?= clang-format-14
+FORMAT_FILES = $(shell find src include tests examples -type f \( -name '*.c' -o -name '*.h' \)) $(wildcard bench/*.c bench/*/*.c)
+check-format:
+	@CLANG_FORMAT=$(CLANG_FORMAT) bash tests/check-format.sh
+format:
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
 
 install: build
 	$(CMAKE) --install build --prefix $(PREFIX)

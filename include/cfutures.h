@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * cfutures.h -- Python's concurrent.futures for C.
  *
  * Submit a function to an executor and get a future; wait on it with a
@@ -46,9 +47,13 @@ extern "C" {
 #define CF_PRINTF(f, a)
 #endif
 
+/** Major version of this header (cf_version() gives the library's). */
 #define CF_VERSION_MAJOR 0
+/** Minor version of this header. */
 #define CF_VERSION_MINOR 1
+/** Patch version of this header. */
 #define CF_VERSION_PATCH 0
+/** Version of this header, "MAJOR.MINOR.PATCH". */
 #define CF_VERSION_STRING "0.1.0"
 
 /** Runtime version of the library, "MAJOR.MINOR.PATCH". */
@@ -58,7 +63,7 @@ CF_API const char *cf_version(void);
 /* Status codes                                                              */
 /* ------------------------------------------------------------------------ */
 
-/*
+/**
  * X-macro table: name, value, message.  Each error code stands for one of
  * the exceptions Python's concurrent.futures raises (named on the right).
  */
@@ -76,6 +81,7 @@ CF_API const char *cf_version(void);
     X(EFULL, -10, "executor queue is full")          /* (no Python peer) */   \
     X(END, -11, "no more items")                     /* StopIteration */
 
+/** Status codes: CF_OK (0) or a negative error (see CF_STATUS_MAP). */
 typedef enum cf_status {
 #define CF_STATUS_ENUM_(name, value, msg) CF_##name = value,
     CF_STATUS_MAP(CF_STATUS_ENUM_)
@@ -106,11 +112,12 @@ CF_API int cf_last_error(void);
 /** A future: the eventual result of a task.  Opaque, reference counted. */
 typedef struct cf_future cf_future;
 
+/** The state of a future (cf_future_state). */
 typedef enum cf_state {
-    CF_PENDING = 0,   /* not started yet; can be cancelled */
-    CF_RUNNING = 1,   /* a worker runs it (set_running_or_notify_cancel) */
-    CF_FINISHED = 2,  /* has a result or an error */
-    CF_CANCELLED = 3, /* cancelled before it ran */
+    CF_PENDING = 0,   /**< not started yet; can be cancelled */
+    CF_RUNNING = 1,   /**< a worker runs it (set_running_or_notify_cancel) */
+    CF_FINISHED = 2,  /**< has a result or an error */
+    CF_CANCELLED = 3, /**< cancelled before it ran */
 } cf_state;
 
 /**
@@ -119,13 +126,13 @@ typedef enum cf_state {
  * caller holds a reference to it.
  */
 typedef struct cf_error {
-    int status;          /* CF_OK if the future returned normally, else
+    int status;          /**< CF_OK if the future returned normally, else
                             CF_ETASK (the task raised), CF_ECRASHED,
                             CF_EBROKEN, CF_ETIMEDOUT (task time limit), ... */
-    int code;            /* CF_ETASK: the code the task passed to cf_raise;
+    int code;            /**< CF_ETASK: the code the task passed to cf_raise;
                             CF_ECRASHED: the signal number, or exit status
                             (see message); 0 otherwise */
-    const char *message; /* human-readable text, never NULL ("" if none) */
+    const char *message; /**< human-readable text, never NULL ("" if none) */
 } cf_error;
 
 /**
@@ -165,18 +172,19 @@ CF_API bool cf_done(const cf_future *f);
 /**
  * Waits for the future and returns its outcome (Future.result).
  * Blocks up to `timeout` seconds.
- *   CF_OK          the task returned; *data and *len (either may be NULL) point
- *                  to the result bytes, owned by the future and valid while
- *                  the caller holds a reference.  A task that returned
- *                  nothing gives len 0 (and a non-NULL data pointer).
- *   CF_ETIMEDOUT   not done within the timeout (the future is untouched);
- *                  also when the task itself ran past its time limit
- *                  (cf_task_opts.time_limit): cf_done() tells which
- *   CF_ECANCELLED  the future was cancelled (also when cancelled while
- *                  this call was waiting)
- *   CF_ETASK, CF_ECRASHED, CF_EBROKEN, ...  the future ended with an error:
- *                  cf_exception() gives its code and message
- *   CF_EINVAL      f is NULL or the timeout is negative / NaN
+ * - CF_OK: the task returned; *data and *len (either may be NULL) point
+ *   to the result bytes, owned by the future and valid while the caller
+ *   holds a reference.  A task that returned nothing gives len 0 (and a
+ *   non-NULL data pointer).
+ * - CF_ETIMEDOUT: not done within the timeout (the future is untouched);
+ *   also when the task itself ran past its time limit
+ *   (cf_task_opts.time_limit): cf_done() tells which.
+ * - CF_ECANCELLED: the future was cancelled (also when cancelled while
+ *   this call was waiting).
+ * - CF_ETASK, CF_ECRASHED, CF_EBROKEN, ...: the future ended with an
+ *   error; cf_exception() gives its code and message.
+ * - CF_EINVAL: f is NULL or the timeout is negative / NaN.
+ *
  * On a pool thread, waiting on a pending future of the same pool runs
  * queued tasks of that pool meanwhile, so nested waits never deadlock.
  */
@@ -217,7 +225,7 @@ typedef void (*cf_done_fn)(cf_future *f, void *arg);
 CF_API int cf_add_done_callback(cf_future *f, cf_done_fn fn, void *arg);
 
 /**
- * A short description like Python's repr(future), for logs:
+ * A short description like Python's repr(future), for logs.  Examples:
  *   "<cf_future at 0x5581... state=finished returned i64 5050>"
  *   "<cf_future at 0x5581... state=finished raised CF_ETASK(7): bad input>"
  * Writes at most `size` bytes (NUL-terminated) into buf and returns buf.
@@ -240,8 +248,11 @@ CF_API int cf_set_running_or_notify_cancel(cf_future *f);
  * future is already finished or cancelled (InvalidStateError), CF_ENOMEM.
  */
 CF_API int cf_set_result(cf_future *f, const void *data, size_t len);
+/** cf_set_result with an int64 result (8 bytes). */
 CF_API int cf_set_result_i64(cf_future *f, int64_t v);
+/** cf_set_result with a double result (8 bytes). */
 CF_API int cf_set_result_f64(cf_future *f, double v);
+/** cf_set_result with a copy of the string s, NUL included. */
 CF_API int cf_set_result_str(cf_future *f, const char *s);
 
 /**
@@ -284,8 +295,11 @@ CF_API const char *cf_arg_str(cf_call *c);
  * the earlier result.  Returns CF_OK or CF_ENOMEM.
  */
 CF_API int cf_return(cf_call *c, const void *data, size_t len);
+/** cf_return with an int64 result (8 bytes; read with cf_result_i64). */
 CF_API int cf_return_i64(cf_call *c, int64_t v);
+/** cf_return with a double result (8 bytes; read with cf_result_f64). */
 CF_API int cf_return_f64(cf_call *c, double v);
+/** cf_return with a copy of the string s, NUL included (cf_result_str). */
 CF_API int cf_return_str(cf_call *c, const char *s);
 
 /**
@@ -341,13 +355,13 @@ typedef struct cf_thread_pool_opts {
      *  breaks the pool: every pending future ends with CF_EBROKEN and
      *  further submits fail with CF_EBROKEN (BrokenThreadPool). */
     int (*initializer)(void *initarg);
-    void *initarg;
+    void *initarg; /**< the initializer's argument */
     /** Maximum tasks waiting in the queue (not counting running ones);
      *  0 means unbounded.  When full, submit blocks until there is room,
      *  or fails with CF_EFULL if fail_when_full is set (or the submit
      *  passes CF_NOWAIT). */
     size_t max_queued;
-    bool fail_when_full;
+    bool fail_when_full; /**< fail with CF_EFULL instead of blocking */
 } cf_thread_pool_opts;
 
 /**
@@ -370,11 +384,11 @@ enum {
 
 /** Per-task options for cf_submit_ex.  Zero-initialise. */
 typedef struct cf_task_opts {
-    unsigned flags;   /* CF_BORROW_ARG, CF_NOWAIT */
-    double time_limit; /* seconds the task may run; 0 = none (process pool:
+    unsigned flags;   /**< CF_BORROW_ARG, CF_NOWAIT */
+    double time_limit; /**< seconds the task may run; 0 = none (process pool:
                           the worker is killed and the future ends with
                           CF_ETIMEDOUT) */
-    int retries;      /* process pool: re-run a task whose worker crashed
+    int retries;      /**< process pool: re-run a task whose worker crashed
                          up to this many times on fresh workers */
 } cf_task_opts;
 
@@ -389,12 +403,16 @@ typedef struct cf_task_opts {
  */
 CF_API cf_future *cf_submit(cf_executor *ex, cf_task_fn fn, const void *arg,
                             size_t len);
+/** cf_submit with per-task options (opts may be NULL: defaults). */
 CF_API cf_future *cf_submit_ex(cf_executor *ex, cf_task_fn fn,
                                const void *arg, size_t len,
                                const cf_task_opts *opts);
-/** One-liners: the argument is an int64, a double or a C string. */
+/** cf_submit with an int64 argument (the task reads it with cf_arg_i64). */
 CF_API cf_future *cf_submit_i64(cf_executor *ex, cf_task_fn fn, int64_t v);
+/** cf_submit with a double argument (cf_arg_f64). */
 CF_API cf_future *cf_submit_f64(cf_executor *ex, cf_task_fn fn, double v);
+/** cf_submit with a C string argument, NUL included (cf_arg_str);
+ *  CF_EINVAL if s is NULL. */
 CF_API cf_future *cf_submit_str(cf_executor *ex, cf_task_fn fn,
                                 const char *s);
 
@@ -434,6 +452,7 @@ CF_API int cf_shutdown_within(cf_executor *ex, double timeout);
  * or cf_shutdown(wait) reaps.  CF_EINVAL on a thread pool.
  */
 CF_API int cf_terminate_workers(cf_executor *ex);
+/** As cf_terminate_workers, with SIGKILL. */
 CF_API int cf_kill_workers(cf_executor *ex);
 
 /** Maximum number of workers of the executor. */
@@ -442,15 +461,15 @@ CF_API int cf_executor_max_workers(const cf_executor *ex);
 /** Counters of an executor (cf_executor_stats).  They add up:
  *  submitted == queued + running + done + failed + crashed + cancelled. */
 typedef struct cf_stats {
-    uint64_t submitted; /* tasks accepted by submit (and map) */
-    uint64_t queued;    /* waiting for a worker (a future cancelled while
+    uint64_t submitted; /**< tasks accepted by submit (and map) */
+    uint64_t queued;    /**< waiting for a worker (a future cancelled while
                            queued counts here until a worker drops it) */
-    uint64_t running;   /* running now */
-    uint64_t done;      /* finished with a result */
-    uint64_t failed;    /* finished with an error (raised, timed out, ...) */
-    uint64_t crashed;   /* their worker process died (CF_ECRASHED) */
-    uint64_t cancelled; /* cancelled before they ran */
-    double busy_seconds; /* total time workers spent with work to do */
+    uint64_t running;   /**< running now */
+    uint64_t done;      /**< finished with a result */
+    uint64_t failed;    /**< finished with an error (raised, timed out, ...) */
+    uint64_t crashed;   /**< their worker process died (CF_ECRASHED) */
+    uint64_t cancelled; /**< cancelled before they ran */
+    double busy_seconds; /**< total time workers spent with work to do */
 } cf_stats;
 
 /** A snapshot of the executor's counters.  CF_OK or CF_EINVAL.  Lock-free. */
@@ -503,8 +522,8 @@ typedef struct cf_process_pool_opts {
      *  the pool: pending futures end with CF_EBROKEN, submits fail with
      *  CF_EBROKEN (BrokenProcessPool). */
     cf_task_fn initializer;
-    const void *initarg;
-    size_t initarg_len;
+    const void *initarg; /**< the initializer's argument (copied) */
+    size_t initarg_len;  /**< its length in bytes */
     /** A worker is replaced after this many tasks; 0 = never. */
     int max_tasks_per_child;
     /** Default for cf_task_opts.retries: re-run a task whose worker
@@ -544,10 +563,11 @@ CF_API cf_executor *cf_process_pool(const cf_process_pool_opts *opts);
 /* wait and as_completed                                                     */
 /* ------------------------------------------------------------------------ */
 
+/** When cf_wait returns (its return_when argument). */
 typedef enum cf_return_when {
-    CF_FIRST_COMPLETED = 1, /* any future finished or cancelled */
-    CF_FIRST_EXCEPTION = 2, /* any finished with an error, or all done */
-    CF_ALL_COMPLETED = 3,   /* all finished or cancelled */
+    CF_FIRST_COMPLETED = 1, /**< any future finished or cancelled */
+    CF_FIRST_EXCEPTION = 2, /**< any finished with an error, or all done */
+    CF_ALL_COMPLETED = 3,   /**< all finished or cancelled */
 } cf_return_when;
 
 /**

@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * cfutures_mpi.h -- the MPI executor: the same futures, with workers that
  * are MPI ranks (on this machine or across a cluster).  Library target
  * cfutures_mpi (pkg-config / CMake: cfutures::mpi), built when CMake finds
@@ -58,8 +59,8 @@ typedef struct cf_mpi_opts {
     /** Runs once on each worker rank before its first task (as in
      *  cf_process_pool_opts); a raise breaks the pool (CF_EBROKEN). */
     cf_task_fn initializer;
-    const void *initarg;
-    size_t initarg_len;
+    const void *initarg; /**< the initializer's argument (copied) */
+    size_t initarg_len;  /**< its length in bytes */
     /** Each rank runs tasks in a local one-process pool: a crash fails
      *  only its future; time limits and cf_kill_task work. */
     bool crash_isolation;

@@ -512,6 +512,9 @@ int cf_set_exception(cf_future *f, int code, const char *fmt, ...)
 
 _Thread_local cf_helper *cf__current_helper;
 
+/* How long cf_result spins before it sleeps (see cf__future_wait). */
+#define WAIT_SPIN_NS 10000
+
 static void wake_helper(cf_listener *l, cf_future *f)
 {
     (void)f;
@@ -550,6 +553,22 @@ int cf__future_wait(cf_future *f, const cf_deadline *d)
     cf_helper *h = cf__current_helper;
     if (h != NULL)
         return help_wait(h, f, d);
+    /* Spin a few microseconds first: a result that is about to arrive is
+     * taken without the two system calls and the context switch of a
+     * futex sleep and wake-up. */
+    uint64_t until = 0;
+    for (unsigned i = 1;; i++) {
+        if (cf__state_done(cf__state_load(f)))
+            return CF_OK;
+        cf__cpu_relax();
+        if ((i & 63) == 0) {
+            uint64_t now = cf__now_ns();
+            if (until == 0)
+                until = now + WAIT_SPIN_NS;
+            else if (now > until)
+                break;
+        }
+    }
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
     for (;;) {
         if (cf__state_done(s))

@@ -20,6 +20,16 @@
 #define CF_LIKELY(x) __builtin_expect(!!(x), 1)
 #define CF_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+/* A polite pause inside a spin loop. */
+static inline void cf__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
 /* ------------------------------------------------------------------------ */
 /* status.c                                                                  */
 /* ------------------------------------------------------------------------ */

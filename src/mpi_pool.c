@@ -274,14 +274,11 @@ static void set_broken(mpi_pool *p, char *msg)
 }
 
 /* Handles one frame from worker w; false on a protocol error. */
-static bool handle_frame(mpi_pool *p, mworker *w, const unsigned char *buf,
-                         size_t len)
+static bool handle_frame(mpi_pool *p, mworker *w, const cf_wire_header *hp,
+                         const unsigned char *body)
 {
-    cf_wire_header h;
-    if (len < CF_WIRE_HEADER || cf__wire_header(buf, &h) != CF_OK ||
-        h.body_len != len - CF_WIRE_HEADER)
-        return false;
-    cf_rbuf r = {buf + CF_WIRE_HEADER, (size_t)h.body_len, 0};
+    cf_wire_header h = *hp;
+    cf_rbuf r = {body, (size_t)h.body_len, 0};
     if (h.type == CF_FRAME_HELLO && !w->ready) {
         int32_t st, code;
         const char *msg;
@@ -331,8 +328,19 @@ static bool poll_results(mpi_pool *p)
         }
         MPI_Recv(buf, count, MPI_BYTE, st.MPI_SOURCE, TAG_FRAME, p->comm,
                  MPI_STATUS_IGNORE);
+        /* One message holds one or more frames (a batch of results). */
         mworker *w = worker_of_rank(p, st.MPI_SOURCE);
-        if (w == NULL || !handle_frame(p, w, buf, (size_t)count)) {
+        bool ok = w != NULL;
+        for (size_t pos = 0; ok && pos < (size_t)count;) {
+            cf_wire_header h;
+            ok = (size_t)count - pos >= CF_WIRE_HEADER &&
+                 cf__wire_header(buf + pos, &h) == CF_OK &&
+                 h.body_len <= (size_t)count - pos - CF_WIRE_HEADER &&
+                 handle_frame(p, w, &h, buf + pos + CF_WIRE_HEADER);
+            if (ok)
+                pos += CF_WIRE_HEADER + (size_t)h.body_len;
+        }
+        if (!ok) {
             fprintf(stderr, "cfutures: malformed frame from rank %d\n",
                     st.MPI_SOURCE);
             MPI_Abort(p->comm, 70);

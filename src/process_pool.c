@@ -449,13 +449,31 @@ static void handle_death(process_pool *p, pworker *w)
     describe_death(how, sizeof how, status);
     bool died_starting = w->state == W_STARTING;
 
+    /* Which item was running?  The worker wrote its id in the shared page
+     * (worker.c).  Items before it had finished, but their results were
+     * still in the worker's batch: they run again.  Items after it never
+     * started.  With no page, the oldest item is the one. */
+    size_t running = 0;
+    bool idle = false;
+    if (w->shm != NULL && w->r.count > 0) {
+        uint64_t id1 = atomic_load(&w->shm->running_id);
+        running = w->r.count;
+        for (size_t i = 0; i < w->r.count; i++)
+            if (cf__remote_at(&w->r, i)->id + 1 == id1)
+                running = i;
+        idle = running == w->r.count; /* between items: nobody crashed */
+    }
     cf_future *requeue = NULL;
-    for (size_t i = w->r.count; i-- > 1;) {
+    for (size_t i = w->r.count; i-- > 0;) {
+        if (i == running && !idle)
+            continue;
         cf_future *f = cf__remote_at(&w->r, i)->f;
         f->next = requeue;
         requeue = f;
     }
-    cf_future *head = w->r.count > 0 ? cf__remote_at(&w->r, 0)->f : NULL;
+    cf_future *head = w->r.count > 0 && !idle
+                          ? cf__remote_at(&w->r, running)->f
+                          : NULL;
     if (head != NULL)
         cf__stats_busy(&p->base, cf__now_ns() - w->r.busy_since);
     pid_t pid = w->pid;

@@ -87,7 +87,7 @@ typedef struct cf_link {
 /* Serves a parent: INIT (runs the initializer, answers HELLO), then TASK
  * frames, one RESULT per item, until recv says the end.  shm (may be NULL)
  * carries cooperative cancel requests. */
-CF_HIDDEN void cf__serve(cf_link *link, const cf_worker_shm *shm);
+CF_HIDDEN void cf__serve(cf_link *link, cf_worker_shm *shm);
 
 /* Fails a list of futures that never ran (broken pool, lost worker). */
 CF_HIDDEN void cf__fail_list(cf_future *f, int status, const char *msg);

@@ -37,7 +37,7 @@ const char cf__worker_env[] = WORKER_FD_ENV;
 static int wfd = -1;
 static pid_t parent;
 static const _Atomic uint32_t cancel_word; /* unused: requests come by shm */
-static const cf_worker_shm *parent_shm; /* the page shared with the parent */
+static cf_worker_shm *parent_shm; /* the page shared with the parent */
 
 static void die(const char *what)
 {
@@ -143,13 +143,24 @@ static void run_init(cf_wbuf *out, const unsigned char *body, size_t len)
     cf__outcome_clear(&c.out);
 }
 
+/*
+ * Runs the items of a TASK frame in order.  A frame of one item is
+ * answered at once.  A frame of many (a chunked map) is answered in batches
+ * of up to BATCH_BYTES, or at its end: one write per batch instead of one
+ * per item.  Before each item the worker writes its id in the shared page,
+ * so that if it dies the parent knows which item was running; items that
+ * had finished but whose results were still in the batch run again.
+ */
+#define BATCH_BYTES 65536
+
 static void run_tasks(cf_link *link, cf_wbuf *out, const cf_wire_header *h,
-                      const unsigned char *body, const cf_worker_shm *shm)
+                      const unsigned char *body, cf_worker_shm *shm)
 {
     cf_rbuf r = {body, (size_t)h->body_len, 0};
     cf_fnref ref;
     if (cf__wire_read_fnref(&r, &ref) != CF_OK)
         die("malformed TASK frame");
+    out->len = 0;
     char err[256];
     cf_task_fn fn = NULL;
     bool ok = cf__fnref_resolve(&ref, &fn, err, sizeof err) == CF_OK;
@@ -157,6 +168,9 @@ static void run_tasks(cf_link *link, cf_wbuf *out, const cf_wire_header *h,
         cf_wire_item it;
         if (cf__wire_read_item(&r, &it) != CF_OK)
             die("malformed TASK item");
+        if (shm != NULL)
+            atomic_store_explicit(&shm->running_id, it.id + 1,
+                                  memory_order_relaxed);
         cf_call c;
         cf__call_init(&c, it.arg, it.arg_len, &cancel_word);
         c.cancel_id = shm ? &shm->cancel_id : NULL;
@@ -169,19 +183,21 @@ static void run_tasks(cf_link *link, cf_wbuf *out, const cf_wire_header *h,
             cf__outcome_failf(&c.out, CF_EINVAL, 0, "%s", err);
         if (c.out.status != CF_OK && c.out.len > 0) /* a raise wins */
             cf__outcome_set(&c.out, CF_KIND_NONE, NULL, 0);
-        out->len = 0;
         size_t off = cf__wire_begin(out, CF_FRAME_RESULT, 1);
         cf__wire_result(out, it.id, &c.out);
         cf__wire_end(out, off);
         cf__outcome_clear(&c.out);
         if (out->oom)
             die("out of memory for a result");
-        link->send(link, out->p, out->len);
+        if (h->count == 1 || out->len >= BATCH_BYTES || i + 1 == h->count) {
+            link->send(link, out->p, out->len);
+            out->len = 0;
+        }
     }
 }
 
 /* Closes the descriptors from..to (close_range(2), or one by one). */
-void cf__serve(cf_link *link, const cf_worker_shm *shm)
+void cf__serve(cf_link *link, cf_worker_shm *shm)
 {
     cf_wbuf out = {0};
     cf_wire_header h;
@@ -249,8 +265,8 @@ static void worker_main(int fd)
     close_other_fds(shm_fd >= 0 && shm_fd < wfd ? shm_fd : wfd,
                     shm_fd > wfd ? shm_fd : wfd);
     if (shm_fd >= 0) {
-        void *p = mmap(NULL, sizeof(cf_worker_shm), PROT_READ, MAP_SHARED,
-                       shm_fd, 0);
+        void *p = mmap(NULL, sizeof(cf_worker_shm), PROT_READ | PROT_WRITE,
+                       MAP_SHARED, shm_fd, 0);
         parent_shm = p == MAP_FAILED ? NULL : p;
         close(shm_fd);
     }
