@@ -44,21 +44,22 @@ static double now(void)
 
 static _Noreturn void die(const char *what, int status)
 {
-    fprintf(stderr, "cf_bench: %s failed: %s (%s)\n", what,
-            cf_strerror(status), cf_err_name(status));
+    fprintf(stderr, "cf_bench: %s failed: %s (%s)\n", what, cf_strerror(status),
+            cf_err_name(status));
     exit(1);
 }
 
 static _Noreturn void wrong(const char *bench, size_t i, int64_t got,
                             int64_t want)
 {
-    fprintf(stderr, "cf_bench: %s: WRONG result for item %zu: got %" PRId64
-            ", expected %" PRId64 "\n", bench, i, got, want);
+    fprintf(stderr,
+            "cf_bench: %s: WRONG result for item %zu: got %" PRId64
+            ", expected %" PRId64 "\n",
+            bench, i, got, want);
     exit(1);
 }
 
-static void report(const char *bench, size_t n, double value,
-                   const char *unit)
+static void report(const char *bench, size_t n, double value, const char *unit)
 {
     printf("RESULT %s cfutures %zu %.6g %s\n", bench, n, value, unit);
     fflush(stdout);
@@ -109,8 +110,9 @@ static void sum_task(cf_call *c)
 static cf_executor *make_pool(bool process)
 {
     cf_executor *ex =
-        process ? cf_process_pool(&(cf_process_pool_opts){.max_workers = WORKERS})
-                : cf_thread_pool(&(cf_thread_pool_opts){.max_workers = WORKERS});
+        process
+            ? cf_process_pool(&(cf_process_pool_opts){.max_workers = WORKERS})
+            : cf_thread_pool(&(cf_thread_pool_opts){.max_workers = WORKERS});
     if (ex == NULL)
         die(process ? "cf_process_pool" : "cf_thread_pool", cf_last_error());
     return ex;
@@ -279,8 +281,7 @@ static void bench_as_completed_done(const char *bench, size_t n)
  * (Fisher-Yates driven by a fixed LCG: the same order on every run). */
 static void seed_workload(int64_t work[SEED_TASKS])
 {
-    static const int64_t sizes[SEED_SIZES] = {10000, 100000, 1000000,
-                                              10000000};
+    static const int64_t sizes[SEED_SIZES] = {10000, 100000, 1000000, 10000000};
     for (int i = 0; i < SEED_TASKS; i++)
         work[i] = sizes[i % SEED_SIZES];
     uint64_t x = 0x2545F4914F6CDD1Dull;
@@ -348,8 +349,7 @@ static void bench_seed_speedup(const char *bench, bool process)
             tm = t;
     }
     cf_executor_free(ex);
-    fprintf(stderr, "cf_bench: %s: serial %.4f s, map %.4f s\n", bench, ts,
-            tm);
+    fprintf(stderr, "cf_bench: %s: serial %.4f s, map %.4f s\n", bench, ts, tm);
     report(bench, SEED_TASKS, ts / tm, "x");
 }
 

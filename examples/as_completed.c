@@ -28,8 +28,7 @@ int main(void)
     cf_future *fs[NWORK], *f;
     for (int i = 0; i < NWORK; i++)
         if ((fs[i] = cf_submit_i64(ex, sum_to, WORK_LIST[i])) == NULL) {
-            fprintf(stderr, "as_completed: %s\n",
-                    cf_strerror(cf_last_error()));
+            fprintf(stderr, "as_completed: %s\n", cf_strerror(cf_last_error()));
             return 1;
         }
     cf_as_completed *it = cf_as_completed_new(fs, NWORK, CF_FOREVER);

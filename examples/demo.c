@@ -70,11 +70,9 @@ static cf_executor *make_executor(const char *kind, int workers)
         return ex;
     }
 #endif
-    fprintf(stderr, "executor '%s' is not available in this build yet\n",
-            kind);
+    fprintf(stderr, "executor '%s' is not available in this build yet\n", kind);
     exit(2);
 }
-
 
 static double now(void)
 {
@@ -88,8 +86,10 @@ static void check(int64_t n, int64_t got)
 {
     int64_t want = n * (n + 1) / 2;
     if (got != want) {
-        fprintf(stderr, "demo: WRONG sum for n=%" PRId64 ": got %" PRId64
-                ", expected %" PRId64 "\n", n, got, want);
+        fprintf(stderr,
+                "demo: WRONG sum for n=%" PRId64 ": got %" PRId64
+                ", expected %" PRId64 "\n",
+                n, got, want);
         failures++;
     }
 }
@@ -251,8 +251,10 @@ static void pattern_long(cf_executor *ex)
 
 static _Noreturn void usage(const char *prog)
 {
-    fprintf(stderr, "usage: %s [--executor thread|process|mpi] "
-            "[--workers N] [--trace FILE.json]\n", prog);
+    fprintf(stderr,
+            "usage: %s [--executor thread|process|mpi] "
+            "[--workers N] [--trace FILE.json]\n",
+            prog);
     exit(2);
 }
 
@@ -297,8 +299,7 @@ int main(int argc, char **argv)
     pattern_long(ex);
     cf_executor_free(ex); /* shutdown(wait=True): Python's with-block end */
     if (trace != NULL && cf_trace_stop() == CF_OK)
-        printf("timeline written to %s (open it in ui.perfetto.dev)\n",
-               trace);
+        printf("timeline written to %s (open it in ui.perfetto.dev)\n", trace);
 
     if (failures) {
         fprintf(stderr, "\ndemo: FAILED: %d sum(s) differ from n(n+1)/2\n",

@@ -69,17 +69,17 @@ CF_API const char *cf_version(void);
  */
 #define CF_STATUS_MAP(X)                                                      \
     X(OK, 0, "success")                                                       \
-    X(ECANCELLED, -1, "future was cancelled")        /* CancelledError */     \
-    X(ETIMEDOUT, -2, "timed out")                    /* TimeoutError */       \
-    X(ETASK, -3, "task raised an error")             /* the task's raise */   \
-    X(EBROKEN, -4, "executor is broken")             /* BrokenExecutor */     \
-    X(ESHUTDOWN, -5, "executor has been shut down")  /* RuntimeError */       \
+    X(ECANCELLED, -1, "future was cancelled")         /* CancelledError */    \
+    X(ETIMEDOUT, -2, "timed out")                     /* TimeoutError */      \
+    X(ETASK, -3, "task raised an error")              /* the task's raise */  \
+    X(EBROKEN, -4, "executor is broken")              /* BrokenExecutor */    \
+    X(ESHUTDOWN, -5, "executor has been shut down")   /* RuntimeError */      \
     X(ESTATE, -6, "invalid state for this operation") /* InvalidStateError */ \
     X(ECRASHED, -7, "worker crashed while running the task")                  \
-    X(ENOMEM, -8, "out of memory")                   /* MemoryError */        \
-    X(EINVAL, -9, "invalid argument")                /* ValueError/TypeError*/\
-    X(EFULL, -10, "executor queue is full")          /* (no Python peer) */   \
-    X(END, -11, "no more items")                     /* StopIteration */
+    X(ENOMEM, -8, "out of memory")          /* MemoryError */                 \
+    X(EINVAL, -9, "invalid argument")       /* ValueError/TypeError*/         \
+    X(EFULL, -10, "executor queue is full") /* (no Python peer) */            \
+    X(END, -11, "no more items")            /* StopIteration */
 
 /** Status codes: CF_OK (0) or a negative error (see CF_STATUS_MAP). */
 typedef enum cf_status {
@@ -308,8 +308,7 @@ CF_API int cf_return_str(cf_call *c, const char *s);
  * cf_exception().  Overrides any cf_return.  The task should return after
  * it.  Returns CF_OK (or CF_ENOMEM; the error is still recorded).
  */
-CF_API int cf_raise(cf_call *c, int code, const char *fmt, ...)
-    CF_PRINTF(3, 4);
+CF_API int cf_raise(cf_call *c, int code, const char *fmt, ...) CF_PRINTF(3, 4);
 
 /**
  * True once someone asked the running task to stop (cf_request_cancel).
@@ -384,12 +383,12 @@ enum {
 
 /** Per-task options for cf_submit_ex.  Zero-initialise. */
 typedef struct cf_task_opts {
-    unsigned flags;   /**< CF_BORROW_ARG, CF_NOWAIT */
+    unsigned flags;    /**< CF_BORROW_ARG, CF_NOWAIT */
     double time_limit; /**< seconds the task may run; 0 = none (process pool:
                           the worker is killed and the future ends with
                           CF_ETIMEDOUT) */
-    int retries;      /**< process pool: re-run a task whose worker crashed
-                         up to this many times on fresh workers */
+    int retries;       /**< process pool: re-run a task whose worker crashed
+                          up to this many times on fresh workers */
 } cf_task_opts;
 
 /**
@@ -404,17 +403,15 @@ typedef struct cf_task_opts {
 CF_API cf_future *cf_submit(cf_executor *ex, cf_task_fn fn, const void *arg,
                             size_t len);
 /** cf_submit with per-task options (opts may be NULL: defaults). */
-CF_API cf_future *cf_submit_ex(cf_executor *ex, cf_task_fn fn,
-                               const void *arg, size_t len,
-                               const cf_task_opts *opts);
+CF_API cf_future *cf_submit_ex(cf_executor *ex, cf_task_fn fn, const void *arg,
+                               size_t len, const cf_task_opts *opts);
 /** cf_submit with an int64 argument (the task reads it with cf_arg_i64). */
 CF_API cf_future *cf_submit_i64(cf_executor *ex, cf_task_fn fn, int64_t v);
 /** cf_submit with a double argument (cf_arg_f64). */
 CF_API cf_future *cf_submit_f64(cf_executor *ex, cf_task_fn fn, double v);
 /** cf_submit with a C string argument, NUL included (cf_arg_str);
  *  CF_EINVAL if s is NULL. */
-CF_API cf_future *cf_submit_str(cf_executor *ex, cf_task_fn fn,
-                                const char *s);
+CF_API cf_future *cf_submit_str(cf_executor *ex, cf_task_fn fn, const char *s);
 
 /**
  * Shuts the executor down (Executor.shutdown).  Further submits fail with
@@ -461,14 +458,14 @@ CF_API int cf_executor_max_workers(const cf_executor *ex);
 /** Counters of an executor (cf_executor_stats).  They add up:
  *  submitted == queued + running + done + failed + crashed + cancelled. */
 typedef struct cf_stats {
-    uint64_t submitted; /**< tasks accepted by submit (and map) */
-    uint64_t queued;    /**< waiting for a worker (a future cancelled while
-                           queued counts here until a worker drops it) */
-    uint64_t running;   /**< running now */
-    uint64_t done;      /**< finished with a result */
-    uint64_t failed;    /**< finished with an error (raised, timed out, ...) */
-    uint64_t crashed;   /**< their worker process died (CF_ECRASHED) */
-    uint64_t cancelled; /**< cancelled before they ran */
+    uint64_t submitted;  /**< tasks accepted by submit (and map) */
+    uint64_t queued;     /**< waiting for a worker (a future cancelled while
+                            queued counts here until a worker drops it) */
+    uint64_t running;    /**< running now */
+    uint64_t done;       /**< finished with a result */
+    uint64_t failed;     /**< finished with an error (raised, timed out, ...) */
+    uint64_t crashed;    /**< their worker process died (CF_ECRASHED) */
+    uint64_t cancelled;  /**< cancelled before they ran */
     double busy_seconds; /**< total time workers spent with work to do */
 } cf_stats;
 
@@ -583,8 +580,8 @@ typedef enum cf_return_when {
  * valid and returns at once, as in Python.  Never polls: costs O(n).
  */
 CF_API int cf_wait(cf_future *const *fs, size_t n, double timeout,
-                   cf_return_when return_when, cf_future **done,
-                   size_t *ndone, cf_future **not_done, size_t *nnot_done);
+                   cf_return_when return_when, cf_future **done, size_t *ndone,
+                   cf_future **not_done, size_t *nnot_done);
 
 /** An as_completed iterator.  Use from one thread at a time. */
 typedef struct cf_as_completed cf_as_completed;

@@ -107,8 +107,8 @@ static void then_run(deferred *d)
             if (t->ex == NULL) {
                 run_inline(t, data, len);
             } else {
-                int rc = cf__submit_into(t->ex, t->next, t->fn, data, len,
-                                         NULL, 1);
+                int rc = cf__submit_into(t->ex, t->next, t->fn, data, len, NULL,
+                                         1);
                 if (rc != CF_OK)
                     cf__future_fail(t->next, rc, 0,
                                     "cf_then could not submit: %s",
@@ -138,8 +138,7 @@ static void then_dropped(void *arg)
     free(t);
 }
 
-cf_future *cf_then(cf_future *f, cf_executor *ex, cf_task_fn fn,
-                   unsigned flags)
+cf_future *cf_then(cf_future *f, cf_executor *ex, cf_task_fn fn, unsigned flags)
 {
     if (f == NULL || fn == NULL || (flags & ~(unsigned)CF_THEN_ALWAYS))
         return cf__fail_null(CF_EINVAL);
@@ -170,7 +169,7 @@ cf_future *cf_then(cf_future *f, cf_executor *ex, cf_task_fn fn,
 
 typedef struct when_ctx {
     deferred d;
-    cf_future *out;          /* a reference */
+    cf_future *out;           /* a reference */
     _Atomic size_t remaining; /* inputs not yet done (when_all) */
     _Atomic size_t refs;      /* callbacks that still hold the context */
     _Atomic bool fired;       /* when_any: a winner was chosen */

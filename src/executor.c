@@ -42,7 +42,6 @@ void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
 /* Statistics                                                                */
 /* ------------------------------------------------------------------------ */
 
-
 void cf__stats_started(cf_executor *ex)
 {
     BUMP(ex, started, 1);
@@ -100,8 +99,7 @@ static void print_unobserved(cf_future *f, const cf_error *err, void *arg)
 {
     (void)arg;
     char d[256];
-    fprintf(stderr,
-            "cfutures: a future's error was never read: %s (%s%s%s)\n",
+    fprintf(stderr, "cfutures: a future's error was never read: %s (%s%s%s)\n",
             cf_describe(f, d, sizeof d), cf_err_name(err->status),
             *err->message ? ": " : "", err->message);
 }
@@ -173,7 +171,7 @@ int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
         return CF_ENOMEM;
     if (cf__tracing())
         f->out.v.i64 = (int64_t)cf__now_ns(); /* see internal.h */
-    cf_future_retain(f); /* the executor's reference */
+    cf_future_retain(f);                      /* the executor's reference */
     int rc = ex->vt->submit(ex, f, opts->flags);
     if (rc != CF_OK)
         cf_future_release(f);

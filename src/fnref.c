@@ -14,11 +14,11 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
-#include <unistd.h>
 #include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The GNU build-id note of a loaded module, if it has one. */
 static void find_build_id(const struct dl_phdr_info *info, const uint8_t **id,

@@ -15,8 +15,8 @@ CF_HIDDEN int cf__fnref_make(cf_task_fn fn, cf_fnref *out);
 /* Resolves ref in this process after checking module, build-id and
  * segment (dlopen'ing the module by path if the parent had it loaded and
  * we do not).  CF_OK, or CF_EINVAL with a message in err. */
-CF_HIDDEN int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn,
-                                char *err, size_t errlen);
+CF_HIDDEN int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn, char *err,
+                                size_t errlen);
 
 /* The symbol name of fn for messages ("sum_to"), or its address. */
 CF_HIDDEN const char *cf__fn_name(cf_task_fn fn, char *buf, size_t len);

@@ -34,6 +34,7 @@
 static struct {
     pthread_mutex_t m;
     char pad[64 - sizeof(pthread_mutex_t) % 64];
+    /* clang-format off */
 } stripes[STRIPES] = {
 #define S_ {PTHREAD_MUTEX_INITIALIZER, {0}}
 #define S8_ S_, S_, S_, S_, S_, S_, S_, S_
@@ -41,6 +42,7 @@ static struct {
 #undef S8_
 #undef S_
 };
+/* clang-format on */
 
 static pthread_mutex_t *stripe_of(const cf_future *f)
 {
@@ -348,9 +350,8 @@ bool cf_cancel(cf_future *f)
         if ((s & FS_STATE) != CF_PENDING || (s & FS_COMPLETING))
             return false;
         uint32_t n = (s & (FS_CANCEL_REQ | FS_OBSERVED)) | CF_CANCELLED;
-        if (atomic_compare_exchange_weak_explicit(&f->state, &s, n,
-                                                  memory_order_acq_rel,
-                                                  memory_order_acquire))
+        if (atomic_compare_exchange_weak_explicit(
+                &f->state, &s, n, memory_order_acq_rel, memory_order_acquire))
             break;
     }
     after_done(f, s);
@@ -375,8 +376,8 @@ int cf_kill_task(cf_future *f)
 {
     if (f == NULL)
         return CF_EINVAL;
-    uint32_t s = atomic_fetch_or_explicit(&f->state, FS_CANCEL_REQ | FS_KILL_REQ,
-                                          memory_order_acq_rel);
+    uint32_t s = atomic_fetch_or_explicit(
+        &f->state, FS_CANCEL_REQ | FS_KILL_REQ, memory_order_acq_rel);
     if (cf_cancel(f))
         return CF_OK;
     if (cf__state_done(s))
@@ -410,10 +411,9 @@ int cf__future_claim(cf_future *f)
     for (;;) {
         if (cf__state_done(s) || (s & FS_COMPLETING))
             return CF_ESTATE;
-        if (atomic_compare_exchange_weak_explicit(&f->state, &s,
-                                                  s | FS_COMPLETING,
-                                                  memory_order_acq_rel,
-                                                  memory_order_acquire))
+        if (atomic_compare_exchange_weak_explicit(
+                &f->state, &s, s | FS_COMPLETING, memory_order_acq_rel,
+                memory_order_acquire))
             return CF_OK;
     }
 }
@@ -467,8 +467,10 @@ static int set_result_kind(cf_future *f, uint8_t kind, const void *data,
         return rc;
     rc = cf__outcome_set(&f->out, kind, data, len);
     if (rc != CF_OK) /* no room for the result: the future still ends */
-        cf__outcome_failf(&f->out, CF_ENOMEM, 0, "no memory for a %zu-byte "
-                          "result", len);
+        cf__outcome_failf(&f->out, CF_ENOMEM, 0,
+                          "no memory for a %zu-byte "
+                          "result",
+                          len);
     cf__future_publish(f);
     return rc;
 }

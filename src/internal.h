@@ -69,7 +69,8 @@ CF_HIDDEN void cf__futex_wake_all(_Atomic uint32_t *addr);
 
 #define CF_INLINE_BYTES 16
 
-enum cf_kind { /* how the result was produced; for describe and typed reads */
+/* How the result was produced; for describe and typed reads. */
+enum cf_kind {
     CF_KIND_NONE = 0,
     CF_KIND_BYTES,
     CF_KIND_I64,
@@ -168,7 +169,7 @@ struct cf_future {
     cf_listener *listeners; /* guarded by the stripe lock of the future */
     cf_outcome out;
     /* -- executor side -- */
-    cf_future *next;        /* queue link (the executor's) */
+    cf_future *next; /* queue link (the executor's) */
     cf_task_fn fn;
     struct cf_executor *ex; /* not a reference; for helping waits */
     size_t arg_len;
@@ -177,9 +178,9 @@ struct cf_future {
         const void *ptr;
     } arg;
     uint8_t arg_flags;
-    uint8_t retries;   /* process pool: crash retries left */
-    uint16_t chunk;    /* map's chunksize hint: batch this many per frame */
-    float time_limit;  /* seconds, 0 = none (process pool) */
+    uint8_t retries;  /* process pool: crash retries left */
+    uint16_t chunk;   /* map's chunksize hint: batch this many per frame */
+    float time_limit; /* seconds, 0 = none (process pool) */
 };
 
 /** Allocates a future; with the caller's reference. */
@@ -199,8 +200,7 @@ CF_HIDDEN int cf__future_fail(cf_future *f, int status, int code,
 
 static inline uint32_t cf__state_load(const cf_future *f)
 {
-    return atomic_load_explicit(&((cf_future *)f)->state,
-                                memory_order_acquire);
+    return atomic_load_explicit(&((cf_future *)f)->state, memory_order_acquire);
 }
 static inline bool cf__state_done(uint32_t s)
 {
@@ -307,10 +307,10 @@ CF_HIDDEN void cf__hook_call(cf_hook *h, cf_future *f, const cf_error *err);
 struct cf_executor {
     const cf_executor_vtable *vt;
     int max_workers;
-    int id;                 /* 1, 2, ... in creation order (traces) */
-    _Atomic bool shut_down; /* set by cf_shutdown before the vtable call */
+    int id;                  /* 1, 2, ... in creation order (traces) */
+    _Atomic bool shut_down;  /* set by cf_shutdown before the vtable call */
     _Atomic(cf_hook *) hook; /* NULL: the process-wide default hook */
-    struct { /* cf_executor_stats; relaxed atomics */
+    struct {                 /* cf_executor_stats; relaxed atomics */
         _Atomic uint64_t submitted, started, ok, failed, crashed, cancelled;
         _Atomic uint64_t busy_ns;
     } stats;
@@ -328,9 +328,9 @@ CF_HIDDEN int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
                               const void *arg, size_t len,
                               const cf_task_opts *opts, unsigned chunk);
 /** cf_submit_ex with the map's chunk hint (items per frame). */
-CF_HIDDEN cf_future *cf__submit(cf_executor *ex, cf_task_fn fn,
-                                const void *arg, size_t len,
-                                const cf_task_opts *opts, unsigned chunk);
+CF_HIDDEN cf_future *cf__submit(cf_executor *ex, cf_task_fn fn, const void *arg,
+                                size_t len, const cf_task_opts *opts,
+                                unsigned chunk);
 
 CF_HIDDEN void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
                                  int max_workers);
@@ -341,8 +341,8 @@ CF_HIDDEN void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
 CF_HIDDEN extern _Atomic bool cf__trace_on;
 static inline bool cf__tracing(void)
 {
-    return CF_UNLIKELY(atomic_load_explicit(&cf__trace_on,
-                                            memory_order_relaxed));
+    return CF_UNLIKELY(
+        atomic_load_explicit(&cf__trace_on, memory_order_relaxed));
 }
 CF_HIDDEN void cf__trace_task(const cf_executor *ex, long tid, cf_task_fn fn,
                               uint64_t queued, uint64_t start, uint64_t end,

@@ -33,7 +33,7 @@ struct cf_map {
     cf_deadline deadline;
     bool continue_on_error;
     bool finished;
-    unsigned chunk; /* items per frame, for executors that batch */
+    unsigned chunk;   /* items per frame, for executors that batch */
     size_t taken_out; /* results handed out */
     cf_progress progress;
 };
@@ -64,8 +64,7 @@ static cf_future *failed_future(int status)
 {
     cf_future *f = cf__future_alloc();
     if (f != NULL) {
-        cf__future_fail(f, status, 0, "submit failed: %s",
-                        cf_strerror(status));
+        cf__future_fail(f, status, 0, "submit failed: %s", cf_strerror(status));
         /* The map reports it where it stands; dropped unread when the map
          * stops early, it is not an error nobody saw. */
         atomic_fetch_or(&f->state, FS_OBSERVED);
@@ -124,8 +123,7 @@ static cf_map *map_new(cf_executor *ex, cf_task_fn fn, const cf_map_opts *opts,
     m->ex = ex;
     m->fn = fn;
     m->continue_on_error = opts->continue_on_error;
-    cf__deadline(opts->timeout > 0 ? opts->timeout : CF_FOREVER,
-                 &m->deadline);
+    cf__deadline(opts->timeout > 0 ? opts->timeout : CF_FOREVER, &m->deadline);
     size_t chunk = opts->chunksize ? opts->chunksize : 1;
     m->chunk = chunk > 65535 ? 65535 : (unsigned)chunk;
     size_t cap = opts->buffersize;
@@ -168,8 +166,8 @@ cf_map *cf_map_i64(cf_executor *ex, cf_task_fn fn, const int64_t *items,
     return cf_map_array(ex, fn, items, sizeof *items, n, opts);
 }
 
-cf_map *cf_map_gen(cf_executor *ex, cf_task_fn fn, cf_input_fn next,
-                   void *ctx, const cf_map_opts *opts)
+cf_map *cf_map_gen(cf_executor *ex, cf_task_fn fn, cf_input_fn next, void *ctx,
+                   const cf_map_opts *opts)
 {
     if (ex == NULL || fn == NULL || next == NULL)
         return cf__fail_null(CF_EINVAL);

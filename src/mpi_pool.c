@@ -227,8 +227,7 @@ static void post_send(mpi_pool *p, int rank, int tag, cf_wbuf *buf)
     }
     s->buf = *buf;
     memset(buf, 0, sizeof *buf);
-    MPI_Isend(s->buf.p, (int)s->buf.len, MPI_BYTE, rank, tag, p->comm,
-              &s->req);
+    MPI_Isend(s->buf.p, (int)s->buf.len, MPI_BYTE, rank, tag, p->comm, &s->req);
     s->next = p->sends;
     p->sends = s;
 }
@@ -289,8 +288,8 @@ static bool handle_frame(mpi_pool *p, mworker *w, const cf_wire_header *hp,
         if (st != CF_OK) {
             char *m = NULL;
             if (asprintf(&m, "the initializer failed on rank %d: %s(%d)%s%.*s",
-                         w->rank, cf_err_name(st), code, n ? ": " : "",
-                         (int)n, msg) < 0)
+                         w->rank, cf_err_name(st), code, n ? ": " : "", (int)n,
+                         msg) < 0)
                 m = NULL;
             set_broken(p, m);
         }
@@ -688,8 +687,7 @@ cf_executor *cf_mpi_pool(const cf_mpi_opts *opts)
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
     char iso[] = ISOLATE_ARG;
     char *args[] = {opts->crash_isolation ? iso : NULL, NULL};
-    int e = MPI_Comm_spawn(exe, args, n, info, 0, MPI_COMM_SELF, &inter,
-                           errs);
+    int e = MPI_Comm_spawn(exe, args, n, info, 0, MPI_COMM_SELF, &inter, errs);
     MPI_Info_free(&info);
     free(errs);
     if (e != MPI_SUCCESS) {

@@ -39,13 +39,13 @@
 
 extern char **environ;
 
-#define WINDOW 2           /* frames in flight per worker */
-#define READ_CHUNK 65536   /* bytes read per read(2) */
+#define WINDOW 2         /* frames in flight per worker */
+#define READ_CHUNK 65536 /* bytes read per read(2) */
 /* Pipelining (a second frame to a busy worker) only while tasks are short
  * on average: then a task queued behind another waits little. */
 #define PIPELINE_MAX_NS 200000
-#define WORKER_FD 3        /* the worker's end of its socket, in the worker */
-#define WORKER_SHM_FD 4    /* the page shared with the worker, in the worker */
+#define WORKER_FD 3     /* the worker's end of its socket, in the worker */
+#define WORKER_SHM_FD 4 /* the page shared with the worker, in the worker */
 
 enum wstate { W_STARTING, W_READY, W_RETIRING, W_DEAD };
 
@@ -54,22 +54,22 @@ typedef struct pworker {
     int fd;    /* socket to the worker; -1 once closed */
     int pidfd; /* -1 if the kernel has no pidfds */
     enum wstate state;
-    cf_wbuf out;                 /* bytes waiting to be written */
-    unsigned char *in;           /* bytes read, not yet parsed */
+    cf_wbuf out;       /* bytes waiting to be written */
+    unsigned char *in; /* bytes read, not yet parsed */
     size_t in_len, in_cap;
-    cf_remote r;                 /* items sent, oldest first */
-    uint64_t head_deadline;      /* ns; 0: the head item has no limit */
-    bool timed_out;              /* killed because the head ran too long */
-    int kill_signal;             /* signal sent by terminate / kill */
-    cf_worker_shm *shm;          /* shared page (cooperative cancel) */
-    bool killed_task;            /* killed by cf_kill_task of the head */
+    cf_remote r;            /* items sent, oldest first */
+    uint64_t head_deadline; /* ns; 0: the head item has no limit */
+    bool timed_out;         /* killed because the head ran too long */
+    int kill_signal;        /* signal sent by terminate / kill */
+    cf_worker_shm *shm;     /* shared page (cooperative cancel) */
+    bool killed_task;       /* killed by cf_kill_task of the head */
 } pworker;
 
 typedef struct process_pool {
     cf_executor base;
     pthread_mutex_t lock;
     pthread_cond_t done_cv; /* the manager has exited */
-    cf_fqueue q; /* guarded by lock */
+    cf_fqueue q;            /* guarded by lock */
     bool shutdown, broken, manager_done, orphaned;
     bool manager_sleeping;
     int pending_signal; /* for the manager: terminate / kill the workers */
@@ -81,7 +81,7 @@ typedef struct process_pool {
     int efd;
     pthread_t manager;
     /* manager-owned */
-    pworker *w; /* max_workers slots */
+    pworker *w;   /* max_workers slots */
     int nworkers; /* slots in use (alive or starting) */
     char exe[PATH_MAX];
     cf_fnref init_ref;
@@ -132,8 +132,9 @@ static char *sanitizer_env(const char *name)
 {
     const char *old = getenv(name);
     char *s = NULL;
-    if (asprintf(&s, "%s=%s%shandle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
-                     "handle_sigill=0:handle_abort=0:detect_leaks=0",
+    if (asprintf(&s,
+                 "%s=%s%shandle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
+                 "handle_sigill=0:handle_abort=0:detect_leaks=0",
                  name, old ? old : "", old && *old ? ":" : "") < 0)
         return NULL;
     return s;
@@ -314,7 +315,8 @@ static bool handle_frame(process_pool *p, pworker *w, const cf_wire_header *h,
             if (!p->broken) {
                 p->broken = true;
                 if (asprintf(&p->broken_msg,
-                             "the initializer failed in worker %d: %s(%d)%s%.*s",
+                             "the initializer failed in worker %d: "
+                             "%s(%d)%s%.*s",
                              (int)w->pid, cf_err_name(st), code,
                              len ? ": " : "", (int)len, msg) < 0)
                     p->broken_msg = NULL;
@@ -471,9 +473,8 @@ static void handle_death(process_pool *p, pworker *w)
         f->next = requeue;
         requeue = f;
     }
-    cf_future *head = w->r.count > 0 && !idle
-                          ? cf__remote_at(&w->r, running)->f
-                          : NULL;
+    cf_future *head = w->r.count > 0 && !idle ? cf__remote_at(&w->r, running)->f
+                                              : NULL;
     if (head != NULL)
         cf__stats_busy(&p->base, cf__now_ns() - w->r.busy_since);
     pid_t pid = w->pid;
@@ -514,8 +515,8 @@ static void handle_death(process_pool *p, pworker *w)
                                            : WEXITSTATUS(status);
             cf__stats_ended(&p->base, CF_ECRASHED);
             cf__future_fail(head, CF_ECRASHED, code,
-                            "worker %d %s while running task %s", (int)pid,
-                            how, name);
+                            "worker %d %s while running task %s", (int)pid, how,
+                            name);
         }
         cf_future_release(head);
     }
@@ -613,9 +614,8 @@ static void *manager_main(void *arg)
                 w->r.count == 0)
                 idle++;
         }
-        if (p->nworkers == max && ready == max &&
-            p->q.n >= (size_t)max && p->ewma_ns > 0 &&
-            p->ewma_ns < PIPELINE_MAX_NS) {
+        if (p->nworkers == max && ready == max && p->q.n >= (size_t)max &&
+            p->ewma_ns > 0 && p->ewma_ns < PIPELINE_MAX_NS) {
             uint64_t now = cf__now_ns();
             for (int i = 0; i < max && p->q.head != NULL; i++) {
                 pworker *w = &p->w[i];

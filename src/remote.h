@@ -35,7 +35,7 @@ typedef struct cf_inflight {
 typedef struct cf_remote {
     cf_inflight *fl;
     size_t head, count, cap;
-    int frames;          /* frames in flight */
+    int frames; /* frames in flight */
     uint64_t next_id;
     uint64_t sent;       /* items sent over the worker's life */
     uint64_t busy_since; /* ns; when count went above 0 */
@@ -57,8 +57,8 @@ typedef struct cf_fncache {
  * hint and `limit`.  Marks them running; drops cancelled ones.  Returns
  * the list (linked through next) and its length in *n, or NULL.
  */
-CF_HIDDEN cf_future *cf__take_batch(cf_executor *ex, cf_fqueue *q,
-                                    size_t limit, size_t *n);
+CF_HIDDEN cf_future *cf__take_batch(cf_executor *ex, cf_fqueue *q, size_t limit,
+                                    size_t *n);
 
 /* Appends a TASK frame of the batch to out and puts its items in flight on
  * r.  If the function cannot be referenced, fails the batch instead. */

@@ -126,8 +126,8 @@ bool cf__run_future(cf_future *f, _Atomic int *finishing)
     cf__call_init(&c, cf__future_arg(f), f->arg_len, &f->state);
     f->fn(&c);
     if (start != 0)
-        cf__trace_task(f->ex, cf__trace_tid, f->fn, queued, start,
-                       cf__now_ns(), c.out.status);
+        cf__trace_task(f->ex, cf__trace_tid, f->fn, queued, start, cf__now_ns(),
+                       c.out.status);
     if (cf__future_claim(f) != CF_OK) { /* cannot happen: we run it */
         cf__outcome_clear(&c.out);
         return false;

@@ -40,21 +40,21 @@ struct thread_pool {
     pthread_cond_t work_cv;
     pthread_cond_t space_cv;
     cf_future *head, *tail; /* the queue */
-    _Atomic size_t queued; /* written under lock; read without by spinners */
-    size_t max_queued; /* 0: unbounded */
+    _Atomic size_t queued;  /* written under lock; read without by spinners */
+    size_t max_queued;      /* 0: unbounded */
     bool fail_when_full;
     bool shutdown;
     bool broken;
-    bool orphaned;      /* freed from one of its own threads: the last
-                           thread to exit frees the pool */
-    int nthreads;       /* threads started */
-    int alive;          /* threads not yet exited */
-    int idle;           /* threads sleeping on work_cv */
-    int spinning;       /* idle threads polling the queue before sleeping */
+    bool orphaned;         /* freed from one of its own threads: the last
+                              thread to exit frees the pool */
+    int nthreads;          /* threads started */
+    int alive;             /* threads not yet exited */
+    int idle;              /* threads sleeping on work_cv */
+    int spinning;          /* idle threads polling the queue before sleeping */
     _Atomic int finishing; /* threads publishing a result, about to look
                               for work (cf__run_future) */
-    int self_waiters;   /* pool threads inside cf_shutdown(wait) */
-    int space_waiters;  /* submitters sleeping on space_cv */
+    int self_waiters;      /* pool threads inside cf_shutdown(wait) */
+    int space_waiters;     /* submitters sleeping on space_cv */
     int (*initializer)(void *);
     void *initarg;
     char prefix[32];
@@ -324,11 +324,10 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
         p->head = f;
     p->tail = f;
     p->queued++;
-    if ((size_t)(p->idle + p->spinning) +
-                (size_t)atomic_load(&p->finishing) <
+    if ((size_t)(p->idle + p->spinning) + (size_t)atomic_load(&p->finishing) <
             p->queued &&
-        p->nthreads < p->base.max_workers &&
-        !start_worker_locked(p) && p->nthreads == 0) {
+        p->nthreads < p->base.max_workers && !start_worker_locked(p) &&
+        p->nthreads == 0) {
         /* No thread at all and none can start: undo, report. */
         p->head = p->tail = NULL;
         p->queued = 0;
@@ -454,7 +453,6 @@ cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts)
     p->initializer = opts->initializer;
     p->initarg = opts->initarg;
     snprintf(p->prefix, sizeof p->prefix, "%s",
-             opts->thread_name_prefix ? opts->thread_name_prefix
-                                      : "cf_thread");
+             opts->thread_name_prefix ? opts->thread_name_prefix : "cf_thread");
     return &p->base;
 }

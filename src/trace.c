@@ -20,7 +20,7 @@ typedef struct event {
     cf_task_fn fn;
     int ex_id;
     const char *ex_kind;
-    long tid;           /* worker: thread index, or worker process pid */
+    long tid; /* worker: thread index, or worker process pid */
     uint64_t queued, start, end; /* ns, CLOCK_MONOTONIC */
     int status;
 } event;
@@ -46,9 +46,9 @@ void cf__trace_task(const cf_executor *ex, long tid, cf_task_fn fn,
             events = n;
             cap = ncap;
         }
-        events[nevents++] = (event){fn, ex->id, ex->vt->kind, tid,
-                                    queued ? queued : start, start, end,
-                                    status};
+        events[nevents++] =
+            (event){fn,    ex->id, ex->vt->kind, tid, queued ? queued : start,
+                    start, end,    status};
     }
     pthread_mutex_unlock(&lock);
 }
@@ -82,7 +82,10 @@ static int write_file(void)
     fprintf(out, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
     bool first = true;
     /* Name each executor (a "process" row group) and worker (a row). */
-    typedef struct { int ex; long tid; } row;
+    typedef struct {
+        int ex;
+        long tid;
+    } row;
     row *rows = NULL;
     size_t nrows = 0;
     for (size_t i = 0; i < nevents; i++) {
@@ -125,9 +128,11 @@ static int write_file(void)
                 ",\"cat\":\"task\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
                 "\"pid\":%d,\"tid\":%ld,\"args\":{\"queued_us\":%.3f,"
                 "\"wait_us\":%.3f,\"status\":\"%s\"}}",
-                us(e->start), e->end > e->start ? (double)(e->end - e->start) / 1e3 : 0.0,
+                us(e->start),
+                e->end > e->start ? (double)(e->end - e->start) / 1e3 : 0.0,
                 e->ex_id, e->tid, us(e->queued),
-                e->start > e->queued ? (double)(e->start - e->queued) / 1e3 : 0.0,
+                e->start > e->queued ? (double)(e->start - e->queued) / 1e3
+                                     : 0.0,
                 cf_err_name(e->status));
     }
     fprintf(out, "\n]}\n");

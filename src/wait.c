@@ -72,8 +72,7 @@ static bool ptrset_add(ptrset *s, const void *p)
 
 /* Removes duplicates from fs[0..n) into out (input order kept).  Small
  * inputs are compared pairwise, larger ones go through a hash set. */
-static int dedupe(cf_future *const *fs, size_t n, cf_future **out,
-                  size_t *nout)
+static int dedupe(cf_future *const *fs, size_t n, cf_future **out, size_t *nout)
 {
     size_t k = 0;
     if (n <= 16) {

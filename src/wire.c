@@ -56,10 +56,22 @@ static void put_le(cf_wbuf *b, uint64_t v, int bytes)
     cf__wbuf_put(b, t, (size_t)bytes);
 }
 
-void cf__wbuf_u8(cf_wbuf *b, uint8_t v) { put_le(b, v, 1); }
-void cf__wbuf_u16(cf_wbuf *b, uint16_t v) { put_le(b, v, 2); }
-void cf__wbuf_u32(cf_wbuf *b, uint32_t v) { put_le(b, v, 4); }
-void cf__wbuf_u64(cf_wbuf *b, uint64_t v) { put_le(b, v, 8); }
+void cf__wbuf_u8(cf_wbuf *b, uint8_t v)
+{
+    put_le(b, v, 1);
+}
+void cf__wbuf_u16(cf_wbuf *b, uint16_t v)
+{
+    put_le(b, v, 2);
+}
+void cf__wbuf_u32(cf_wbuf *b, uint32_t v)
+{
+    put_le(b, v, 4);
+}
+void cf__wbuf_u64(cf_wbuf *b, uint64_t v)
+{
+    put_le(b, v, 8);
+}
 
 void cf__wbuf_consume(cf_wbuf *b, size_t n)
 {
@@ -203,7 +215,8 @@ int cf__wire_read_fnref(cf_rbuf *r, cf_fnref *out)
     uint64_t n, b;
     const unsigned char *m, *id;
     if (read_le(r, 2, &n) != CF_OK || take(r, (size_t)n, &m) != CF_OK ||
-        read_le(r, 1, &b) != CF_OK || b > 64 || take(r, (size_t)b, &id) != CF_OK ||
+        read_le(r, 1, &b) != CF_OK || b > 64 ||
+        take(r, (size_t)b, &id) != CF_OK ||
         read_le(r, 8, &out->offset) != CF_OK)
         return CF_EINVAL;
     if (memchr(m, '\0', (size_t)n) != NULL)

@@ -37,7 +37,7 @@ const char cf__worker_env[] = WORKER_FD_ENV;
 static int wfd = -1;
 static pid_t parent;
 static const _Atomic uint32_t cancel_word; /* unused: requests come by shm */
-static cf_worker_shm *parent_shm; /* the page shared with the parent */
+static cf_worker_shm *parent_shm;          /* the page shared with the parent */
 
 static void die(const char *what)
 {

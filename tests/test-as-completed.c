@@ -155,8 +155,8 @@ static void test_no_timeout(void)
 {
     cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){.max_workers = 2});
     ASSERT(ex != NULL);
-    cf_future *fs[5] = {make(FX_CANCELLED), make(FX_RAISED),
-                        make(FX_FINISHED), cf_submit_i64(ex, square_task, 21),
+    cf_future *fs[5] = {make(FX_CANCELLED), make(FX_RAISED), make(FX_FINISHED),
+                        cf_submit_i64(ex, square_task, 21),
                         cf_submit_i64(ex, square_task, 6)};
     ASSERT(fs[3] && fs[4]);
     cf_as_completed *it = cf_as_completed_new(fs, 5, CF_FOREVER);
@@ -958,8 +958,8 @@ TEST_MAIN(T(test_no_timeout), T(test_done_first_in_input_order),
           T(test_zero_timeout_all_done), T(test_duplicate_futures),
           T(test_empty), T(test_iterator_holds_references),
           T(test_add_while_iterating), T(test_drain), T(test_pending_counts),
-          T(test_completions_from_threads),
-          T(test_cancelled_futures_yielded), T(test_free_early),
-          T(test_no_waiter_left_behind), T(test_free_while_completing),
-          T(test_million_finished), T(test_pool_and_standalone),
-          T(test_as_completed_inside_pool_task), T(test_bad_arguments))
+          T(test_completions_from_threads), T(test_cancelled_futures_yielded),
+          T(test_free_early), T(test_no_waiter_left_behind),
+          T(test_free_while_completing), T(test_million_finished),
+          T(test_pool_and_standalone), T(test_as_completed_inside_pool_task),
+          T(test_bad_arguments))

@@ -14,10 +14,10 @@ static void ok_task(cf_call *c)
     cf_return_i64(c, 1);
 }
 
-#define EXPECT_NULL(call, status)                                            \
-    do {                                                                     \
-        ASSERT((call) == NULL);                                              \
-        ASSERT_ST(cf_last_error(), status);                                  \
+#define EXPECT_NULL(call, status)           \
+    do {                                    \
+        ASSERT((call) == NULL);             \
+        ASSERT_ST(cf_last_error(), status); \
     } while (0)
 
 static const double bad_timeouts[] = {-1.0, -INFINITY, NAN, -0.5};
@@ -144,8 +144,7 @@ static void test_invalid_values(void)
     ASSERT_ST(cf_wait(&f, 1, 0, (cf_return_when)77, NULL, NULL, NULL, NULL),
               CF_EINVAL);
     cf_future *withnull[2] = {f, NULL};
-    ASSERT_ST(cf_wait(withnull, 2, 0, CF_ALL_COMPLETED, NULL, NULL, NULL,
-                      NULL),
+    ASSERT_ST(cf_wait(withnull, 2, 0, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL),
               CF_EINVAL);
     EXPECT_NULL(cf_as_completed_new(withnull, 2, 0), CF_EINVAL);
     EXPECT_NULL(cf_when_all(withnull, 2), CF_EINVAL);
@@ -186,8 +185,7 @@ static void test_shutdown_twice(void)
     ASSERT_OK(cf_shutdown(ex, true, true));
     ASSERT_OK(cf_shutdown(ex, false, false));
     EXPECT_NULL(cf_submit_i64(ex, ok_task, 1), CF_ESHUTDOWN);
-    EXPECT_NULL(cf_map_i64(ex, ok_task, (int64_t[]){1}, 1, NULL),
-                CF_ESHUTDOWN);
+    EXPECT_NULL(cf_map_i64(ex, ok_task, (int64_t[]){1}, 1, NULL), CF_ESHUTDOWN);
     cf_executor_free(ex);
 }
 
@@ -201,8 +199,8 @@ static void cb_wait_self(cf_future *f, void *arg)
     (void)arg;
     cb_wait_rc = cf_result(f, CF_FOREVER, NULL, NULL);
     size_t nd;
-    ASSERT_OK(cf_wait(&f, 1, CF_FOREVER, CF_ALL_COMPLETED, NULL, &nd, NULL,
-                      NULL));
+    ASSERT_OK(
+        cf_wait(&f, 1, CF_FOREVER, CF_ALL_COMPLETED, NULL, &nd, NULL, NULL));
     ASSERT_EQ(nd, 1);
 }
 
@@ -259,5 +257,4 @@ static void test_huge_counts(void)
 }
 
 TEST_MAIN(T(test_null_handles), T(test_bad_timeouts), T(test_invalid_values),
-          T(test_shutdown_twice), T(test_callback_reentry),
-          T(test_huge_counts))
+          T(test_shutdown_twice), T(test_callback_reentry), T(test_huge_counts))

@@ -139,7 +139,8 @@ static void test_when_all_any(void)
     ASSERT(!cf_done(all));
     cf_set_result_i64(fs[3], 3);
     ASSERT_OK(cf_result(all, 0, NULL, NULL));
-    cf_future *empty_all = cf_when_all(NULL, 0), *empty_any = cf_when_any(NULL, 0);
+    cf_future *empty_all = cf_when_all(NULL, 0),
+              *empty_any = cf_when_any(NULL, 0);
     ASSERT_OK(cf_result(empty_all, 0, NULL, NULL));
     ASSERT_OK(cf_result_i64(empty_any, 0, &idx));
     ASSERT_EQ(idx, -1);

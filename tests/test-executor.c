@@ -46,8 +46,7 @@ static cf_executor *make_executor(void)
     if (strcmp(k, "thread") == 0) {
         ex = cf_thread_pool(&(cf_thread_pool_opts){.max_workers = WORKERS});
     } else if (strcmp(k, "process") == 0) {
-        ex = cf_process_pool(
-            &(cf_process_pool_opts){.max_workers = WORKERS});
+        ex = cf_process_pool(&(cf_process_pool_opts){.max_workers = WORKERS});
     } else {
         fprintf(stderr, "CF_TEST_EXECUTOR=%s: want thread or process\n", k);
         abort();
@@ -103,8 +102,10 @@ static void fgate_wait_started(fgate *g, int n, int32_t *pids)
             r = poll(&p, 1, (int)(LIVENESS * 1000));
         while (r < 0 && errno == EINTR);
         if (r == 0) {
-            fprintf(stderr, "only %d of %d gated tasks started within "
-                            "%gs\n", i, n, LIVENESS);
+            fprintf(stderr,
+                    "only %d of %d gated tasks started within "
+                    "%gs\n",
+                    i, n, LIVENESS);
             abort();
         }
         int32_t pid;
@@ -524,8 +525,8 @@ static void test_wait_modes_mixed(void)
     cf_future *done[4], *nd[4];
     size_t ndone = 99, nnd = 99;
 
-    ASSERT_OK(cf_wait(fs, 4, LIVENESS, CF_FIRST_COMPLETED, done, &ndone, nd,
-                      &nnd));
+    ASSERT_OK(
+        cf_wait(fs, 4, LIVENESS, CF_FIRST_COMPLETED, done, &ndone, nd, &nnd));
     ASSERT_EQ(ndone, 1);
     ASSERT(done[0] == quick);
     ASSERT_EQ(nnd, 3);
@@ -541,8 +542,8 @@ static void test_wait_modes_mixed(void)
     ASSERT(raising != NULL);
     cf_future *fe[5] = {blocked, sa, quick, raising, sb};
     cf_future *done5[5], *nd5[5];
-    ASSERT_OK(cf_wait(fe, 5, LIVENESS, CF_FIRST_EXCEPTION, done5, &ndone,
-                      nd5, &nnd));
+    ASSERT_OK(
+        cf_wait(fe, 5, LIVENESS, CF_FIRST_EXCEPTION, done5, &ndone, nd5, &nnd));
     ASSERT_EQ(ndone, 2);
     ASSERT(done5[0] == quick && done5[1] == raising);
     ASSERT_EQ(nnd, 3);
@@ -552,8 +553,8 @@ static void test_wait_modes_mixed(void)
     ASSERT_OK(cf_add_done_callback(blocked, cb_complete_standalone, sa));
     ASSERT(cf_cancel(sb));
     fgate_open(&g);
-    ASSERT_OK(cf_wait(fe, 5, LIVENESS, CF_ALL_COMPLETED, done5, &ndone, nd5,
-                      &nnd));
+    ASSERT_OK(
+        cf_wait(fe, 5, LIVENESS, CF_ALL_COMPLETED, done5, &ndone, nd5, &nnd));
     ASSERT_EQ(ndone, 5);
     ASSERT_EQ(nnd, 0);
     int64_t v;
@@ -654,8 +655,10 @@ static void test_short_tasks_not_stuck(void)
             int stuck = 0;
             for (int i = 1; i <= N; i++)
                 stuck += !cf_done(fs[i]);
-            fprintf(stderr, "%d short task(s) not done after %gs while one "
-                            "worker is blocked\n", stuck, LIVENESS);
+            fprintf(stderr,
+                    "%d short task(s) not done after %gs while one "
+                    "worker is blocked\n",
+                    stuck, LIVENESS);
         }
         ASSERT_OK(rc);
         ASSERT(f != fs[0]);
@@ -918,8 +921,7 @@ static void test_callbacks_once(void)
         atomic_store(&cb_state[i], 0);
         ASSERT((fs[i] = cf_submit_i64(ex, t_square, i)) != NULL);
         ASSERT_OK(cf_add_done_callback(fs[i], cb_first, (void *)(intptr_t)i));
-        ASSERT_OK(cf_add_done_callback(fs[i], cb_second,
-                                       (void *)(intptr_t)i));
+        ASSERT_OK(cf_add_done_callback(fs[i], cb_second, (void *)(intptr_t)i));
     }
     fgate_open(&g);
     /* These race with their completion. */
@@ -1001,8 +1003,8 @@ static void test_chain_first_completed(void)
     while (total < STEPS) {
         cf_future *done[3];
         size_t nd = 0;
-        ASSERT_OK(cf_wait(fs, 3, LIVENESS, CF_FIRST_COMPLETED, done, &nd,
-                          NULL, NULL));
+        ASSERT_OK(cf_wait(fs, 3, LIVENESS, CF_FIRST_COMPLETED, done, &nd, NULL,
+                          NULL));
         ASSERT(nd >= 1 && nd <= 2);
         for (size_t k = 0; k < nd; k++) {
             ASSERT(done[k] != never);
@@ -1029,9 +1031,8 @@ static void test_chain_first_completed(void)
 }
 
 TEST_MAIN(T(test_scalar_types), T(test_bytes_sizes), T(test_raise),
-          T(test_returns_nothing), T(test_many_tasks),
-          T(test_wait_modes_mixed), T(test_as_completed_pool),
-          T(test_map_in_order), T(test_map_errors),
+          T(test_returns_nothing), T(test_many_tasks), T(test_wait_modes_mixed),
+          T(test_as_completed_pool), T(test_map_in_order), T(test_map_errors),
           T(test_shutdown_wait_completes), T(test_shutdown_cancel_futures),
           T(test_submit_after_shutdown), T(test_free_without_shutdown),
           T(test_callbacks_once), T(test_cancel_queued_saturated),

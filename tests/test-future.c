@@ -307,7 +307,8 @@ static void test_set_result_typed(void)
     ASSERT(isnan(x));
     cf_future_release(f);
 
-    const char *strs[] = {"", "hello", "a somewhat longer string, past 16 bytes"};
+    const char *strs[] = {"", "hello",
+                          "a somewhat longer string, past 16 bytes"};
     for (size_t i = 0; i < 3; i++) {
         f = cf_future_new();
         ASSERT_OK(cf_set_result_str(f, strs[i]));
@@ -548,7 +549,9 @@ typedef struct cb_log {
     int64_t values[64];
 } cb_log;
 
+/* clang-format off */
 #define CB_LOG_INIT {.m = PTHREAD_MUTEX_INITIALIZER}
+/* clang-format on */
 
 typedef struct cb_arg {
     cb_log *log;
@@ -826,7 +829,9 @@ static void test_done_callback_adds_callback(void)
 {
     for (int how = 0; how < 2; how++) {
         cb_log log = CB_LOG_INIT;
-        nest_arg na = {.log = &log, .inner = {&log, 2}, .self = {&log, 1},
+        nest_arg na = {.log = &log,
+                       .inner = {&log, 2},
+                       .self = {&log, 1},
                        .add_status = 99};
         cb_arg last = {&log, 3};
         cf_future *f = cf_future_new();
@@ -1366,7 +1371,7 @@ static void test_null_arguments(void)
     ASSERT_ST(cf_add_done_callback(f, NULL, NULL), CF_EINVAL);
     ASSERT_ST(cf_exception(f, 0, NULL), CF_EINVAL);
     ASSERT_ST(cf_set_result(f, NULL, 4), CF_EINVAL); /* NULL bytes, len 4 */
-    ASSERT_EQ(cf_future_state(f), CF_PENDING);        /* nothing changed */
+    ASSERT_EQ(cf_future_state(f), CF_PENDING);       /* nothing changed */
     ASSERT_OK(cf_set_result_i64(f, 1));
     cf_future_release(f);
 }
@@ -1494,12 +1499,10 @@ TEST_MAIN(T(test_new_future_is_pending), T(test_predicates_in_each_state),
           T(test_done_callback_pool_thread),
           T(test_done_callback_releases_future),
           T(test_done_callback_adds_callback), T(test_done_callback_chain),
-          T(test_done_callback_concurrent_add),
-          T(test_cancel_races_completion),
+          T(test_done_callback_concurrent_add), T(test_cancel_races_completion),
           T(test_done_callback_released_pending),
           T(test_result_woken_by_set_result), T(test_result_woken_by_cancel),
           T(test_exception_woken_by_set_exception),
           T(test_result_main_woken_by_other_thread), T(test_describe),
-          T(test_retain_release), T(test_status_names),
-          T(test_null_arguments), T(test_bad_timeouts),
-          T(test_request_cancel))
+          T(test_retain_release), T(test_status_names), T(test_null_arguments),
+          T(test_bad_timeouts), T(test_request_cancel))

@@ -295,9 +295,9 @@ static void test_map_continue_on_error(void)
     int64_t in[N];
     for (int i = 0; i < N; i++)
         in[i] = i;
-    cf_map *m = cf_map_i64(ex, t_square_or_raise, in, N,
-                           &(cf_map_opts){.continue_on_error = true,
-                                          .buffersize = 4});
+    cf_map *m =
+        cf_map_i64(ex, t_square_or_raise, in, N,
+                   &(cf_map_opts){.continue_on_error = true, .buffersize = 4});
     ASSERT(m);
     int errors = 0;
     for (int i = 0; i < N; i++) {

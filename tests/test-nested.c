@@ -16,8 +16,8 @@ static cf_executor *g_ex; /* the pool the nested tasks submit to */
 
 static cf_executor *pool(int workers, size_t max_queued)
 {
-    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
-        .max_workers = workers, .max_queued = max_queued});
+    cf_executor *ex = cf_thread_pool(&(
+        cf_thread_pool_opts){.max_workers = workers, .max_queued = max_queued});
     ASSERT(ex);
     return ex;
 }
@@ -183,8 +183,8 @@ static void t_wait_kids(cf_call *c)
                       not_done, &nn));
     ASSERT_EQ(nd, KIDS);
     ASSERT_EQ(nn, 0);
-    ASSERT_OK(cf_wait(fs, KIDS, 5.0, CF_FIRST_EXCEPTION, NULL, NULL, NULL,
-                      NULL));
+    ASSERT_OK(
+        cf_wait(fs, KIDS, 5.0, CF_FIRST_EXCEPTION, NULL, NULL, NULL, NULL));
     int64_t s = 0;
     for (int i = 0; i < KIDS; i++) {
         int64_t v;
@@ -375,7 +375,9 @@ typedef struct latch {
     int count;
 } latch;
 
+/* clang-format off */
 #define LATCH_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+/* clang-format on */
 
 static void latch_add(latch *l)
 {
@@ -410,8 +412,8 @@ static void t_timed_wait(cf_call *c)
     if (x->how == 0) {
         rc = cf_result(x->promise, 60.0, NULL, NULL);
     } else if (x->how == 1) {
-        rc = cf_wait(&x->promise, 1, 60.0, CF_ALL_COMPLETED, NULL, NULL,
-                     NULL, NULL);
+        rc = cf_wait(&x->promise, 1, 60.0, CF_ALL_COMPLETED, NULL, NULL, NULL,
+                     NULL);
     } else {
         cf_as_completed *it = cf_as_completed_new(&x->promise, 1, 60.0);
         ASSERT(it);
@@ -515,9 +517,8 @@ static void test_nested_wait_on_cancelled_child(void)
     g_ex = NULL;
 }
 
-TEST_MAIN(T(test_nested_submit_wait), T(test_nested_fib),
-          T(test_nested_chain), T(test_nested_wait),
-          T(test_nested_as_completed), T(test_nested_map),
+TEST_MAIN(T(test_nested_submit_wait), T(test_nested_fib), T(test_nested_chain),
+          T(test_nested_wait), T(test_nested_as_completed), T(test_nested_map),
           T(test_nested_full_queue), T(test_nested_fib_bounded),
           T(test_nested_timed_wait), T(test_nested_wait_times_out),
           T(test_nested_wait_on_cancelled_child))

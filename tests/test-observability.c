@@ -49,7 +49,7 @@ static void test_stats_add_up(void)
     ASSERT_EQ(s.queued, 0);
     ASSERT_EQ(s.running, 0);
     ASSERT_EQ(s.cancelled, 5);
-    ASSERT_EQ(s.failed, 8);  /* i = 6, 9, ..., 27 */
+    ASSERT_EQ(s.failed, 8); /* i = 6, 9, ..., 27 */
     ASSERT_EQ(s.done, 31 - 5 - 8);
     ASSERT(s.busy_seconds >= 0);
     for (int i = 0; i < 30; i++) {
@@ -82,8 +82,8 @@ static void test_unobserved_error_hook(void)
     cf_future *b = cf_submit_i64(ex, bad_task, 2);
     cf_future *c = cf_submit_i64(ex, ok_task, 3);
     cf_future *all[] = {a, b, c};
-    ASSERT_OK(cf_wait(all, 3, CF_FOREVER, CF_ALL_COMPLETED, NULL, NULL, NULL,
-                      NULL));
+    ASSERT_OK(
+        cf_wait(all, 3, CF_FOREVER, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL));
     ASSERT_ST(cf_result(b, 0, NULL, NULL), CF_ETASK); /* b is read */
     cf_executor_free(ex); /* the hook outlives the executor */
     cf_future_release(a);

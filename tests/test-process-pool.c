@@ -311,8 +311,7 @@ static void t_crash_count(cf_call *c)
  * its argument with O_EXCL), then returns 7. */
 static void t_crash_once(cf_call *c)
 {
-    int fd = open(cf_arg_str(c), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                  0600);
+    int fd = open(cf_arg_str(c), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) {
         close(fd);
         abort();
@@ -531,8 +530,8 @@ static void test_retries(void)
  * each, whether submitted one by one or all at once. */
 static void test_max_tasks_per_child(void)
 {
-    cf_executor *ex = cf_process_pool(&(cf_process_pool_opts){
-        .max_workers = 1, .max_tasks_per_child = 2});
+    cf_executor *ex = cf_process_pool(
+        &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 2});
     ASSERT(ex != NULL);
     int64_t pids[6];
     for (int i = 0; i < 6; i++) {
@@ -586,12 +585,12 @@ static void test_initializer(void)
 {
     int64_t arg = 77;
     for (int recycle = 0; recycle <= 1; recycle++) {
-        cf_executor *ex = cf_process_pool(&(cf_process_pool_opts){
-            .max_workers = 2,
-            .initializer = t_init,
-            .initarg = &arg,
-            .initarg_len = sizeof arg,
-            .max_tasks_per_child = recycle ? 1 : 0});
+        cf_executor *ex = cf_process_pool(
+            &(cf_process_pool_opts){.max_workers = 2,
+                                    .initializer = t_init,
+                                    .initarg = &arg,
+                                    .initarg_len = sizeof arg,
+                                    .max_tasks_per_child = recycle ? 1 : 0});
         ASSERT(ex != NULL);
         cf_future *fs[40];
         for (int i = 0; i < 40; i++)
@@ -614,11 +613,11 @@ static void test_initializer(void)
 static void test_initializer_fails(void)
 {
     int64_t arg = 9;
-    cf_executor *ex = cf_process_pool(&(cf_process_pool_opts){
-        .max_workers = 2,
-        .initializer = t_init_fail,
-        .initarg = &arg,
-        .initarg_len = sizeof arg});
+    cf_executor *ex =
+        cf_process_pool(&(cf_process_pool_opts){.max_workers = 2,
+                                                .initializer = t_init_fail,
+                                                .initarg = &arg,
+                                                .initarg_len = sizeof arg});
     ASSERT(ex != NULL);
     cf_future *fs[3];
     for (int i = 0; i < 3; i++)
@@ -715,9 +714,10 @@ static void stop_workers_case(bool use_kill, bool sent_ahead)
         int rc = cf_exception(q[i], LIVENESS, &e);
         ASSERT(rc == CF_ECANCELLED || rc == CF_OK);
         if (rc == CF_OK && e.status != CF_EBROKEN) {
-            fprintf(stderr, "waiting future %d: %s (%s) after %s: it ran on "
-                            "a worker started after the call\n", i,
-                    cf_err_name(e.status), e.message,
+            fprintf(stderr,
+                    "waiting future %d: %s (%s) after %s: it ran on "
+                    "a worker started after the call\n",
+                    i, cf_err_name(e.status), e.message,
                     use_kill ? "kill_workers" : "terminate_workers");
             abort();
         }
@@ -812,9 +812,10 @@ static void test_shutdown_within_sent_ahead(void)
     ASSERT(pthread_create(&t, NULL, shutdown_within_thread, &s) == 0);
     struct pollfd p = {.fd = pfd[0], .events = POLLIN};
     if (poll(&p, 1, (int)(LIVENESS * 1000)) != 1) {
-        fprintf(stderr, "cf_shutdown_within(0.3) has not returned after %gs; "
-                        "first task %s, second %s%s\n", LIVENESS,
-                cf_done(a) ? "done" : "not done",
+        fprintf(stderr,
+                "cf_shutdown_within(0.3) has not returned after %gs; "
+                "first task %s, second %s%s\n",
+                LIVENESS, cf_done(a) ? "done" : "not done",
                 cf_done(b) ? "done" : "not done",
                 cf_running(b) ? " (running on a new worker?)" : "");
         abort();
@@ -826,8 +827,10 @@ static void test_shutdown_within_sent_ahead(void)
     if (poll(&sp, 1, 0) != 0) {
         int32_t pid = 0;
         ASSERT_EQ(read(g.started_fd, &pid, sizeof pid), sizeof pid);
-        fprintf(stderr, "the second task started on worker %d after "
-                        "cf_shutdown_within had escalated\n", (int)pid);
+        fprintf(stderr,
+                "the second task started on worker %d after "
+                "cf_shutdown_within had escalated\n",
+                (int)pid);
         abort();
     }
     cf_error e;
@@ -1009,9 +1012,9 @@ static void test_chaos_map(void)
     pthread_t killer;
     ASSERT(pthread_create(&killer, NULL, chaos_killer, &ch) == 0);
 
-    cf_map *m = cf_map_i64(ex, t_map_pid, in, CHAOS_N,
-                           &(cf_map_opts){.chunksize = 64,
-                                          .continue_on_error = true});
+    cf_map *m =
+        cf_map_i64(ex, t_map_pid, in, CHAOS_N,
+                   &(cf_map_opts){.chunksize = 64, .continue_on_error = true});
     ASSERT(m != NULL);
     int crashed = 0;
     for (int i = 0; i < CHAOS_N; i++) {
@@ -1068,7 +1071,8 @@ static void test_chaos_map(void)
     ASSERT(ch.kills > 0);
     ASSERT(crashed + xcrashed <= ch.kills);
     printf("# chaos: %d workers killed, %d map items and %d tasks crashed "
-           "past their retries\n", ch.kills, crashed, xcrashed);
+           "past their retries\n",
+           ch.kills, crashed, xcrashed);
     /* Usable afterwards. */
     cf_future *f = cf_submit_i64(ex, t_square, 12);
     ASSERT(f != NULL);

@@ -23,7 +23,9 @@ typedef struct latch {
     int count;
 } latch;
 
+/* clang-format off */
 #define LATCH_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+/* clang-format on */
 
 static void latch_add(latch *l)
 {
@@ -619,8 +621,8 @@ static void test_shutdown_releases_blocked_submitter(void)
 {
     for (int round = 0; round < 20; round++) {
         bool cancel = round % 2 == 1;
-        cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
-            .max_workers = 1, .max_queued = 1});
+        cf_executor *ex = cf_thread_pool(
+            &(cf_thread_pool_opts){.max_workers = 1, .max_queued = 1});
         ASSERT(ex);
         atomic_store(&ran, 0);
         gate g = GATE_INIT;
@@ -634,8 +636,7 @@ static void test_shutdown_releases_blocked_submitter(void)
         for (int i = 0; i < NT; i++) {
             bs[i] = (blocked_submitter){.ex = ex, .started = LATCH_INIT};
             ASSERT_EQ(
-                pthread_create(&t[i], NULL, blocked_submitter_main, &bs[i]),
-                0);
+                pthread_create(&t[i], NULL, blocked_submitter_main, &bs[i]), 0);
         }
         for (int i = 0; i < NT; i++)
             latch_wait(&bs[i].started, 1);
@@ -722,8 +723,8 @@ static void test_shutdown_race_with_submit(void)
 TEST_MAIN(T(test_submit_after_shutdown), T(test_shutdown_wait_waits),
           T(test_shutdown_no_wait), T(test_shutdown_cancel_futures),
           T(test_shutdown_twice), T(test_free_without_shutdown),
-          T(test_free_after_cancel_futures),
-          T(test_futures_outlive_executor), T(test_shutdown_from_callback),
-          T(test_free_from_own_task), T(test_free_from_callback),
-          T(test_null_executor), T(test_shutdown_releases_blocked_submitter),
+          T(test_free_after_cancel_futures), T(test_futures_outlive_executor),
+          T(test_shutdown_from_callback), T(test_free_from_own_task),
+          T(test_free_from_callback), T(test_null_executor),
+          T(test_shutdown_releases_blocked_submitter),
           T(test_shutdown_race_with_submit))

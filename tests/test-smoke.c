@@ -57,7 +57,8 @@ static void test_as_completed(void)
     cf_as_completed_free(it);
     size_t nd, nn;
     cf_future *done[50], *nd_[50];
-    ASSERT_OK(cf_wait(fs, 50, CF_FOREVER, CF_ALL_COMPLETED, done, &nd, nd_, &nn));
+    ASSERT_OK(
+        cf_wait(fs, 50, CF_FOREVER, CF_ALL_COMPLETED, done, &nd, nd_, &nn));
     ASSERT_EQ(nd, 50);
     for (int i = 0; i < 50; i++)
         cf_future_release(fs[i]);

@@ -17,8 +17,8 @@
 
 static cf_executor *pool(int workers, size_t max_queued)
 {
-    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
-        .max_workers = workers, .max_queued = max_queued});
+    cf_executor *ex = cf_thread_pool(&(
+        cf_thread_pool_opts){.max_workers = workers, .max_queued = max_queued});
     ASSERT(ex);
     return ex;
 }
@@ -31,12 +31,12 @@ enum { BATCH = 2000, ROUNDS = 10 }; /* 20,000 tasks */
 
 typedef struct round_state {
     cf_future *fs[BATCH];
-    atomic_int ran[BATCH];      /* times the task body ran */
+    atomic_int ran[BATCH];       /* times the task body ran */
     atomic_int callbacks[BATCH]; /* times the done callback ran */
-    atomic_int bad_callbacks;   /* callbacks that saw a wrong state */
+    atomic_int bad_callbacks;    /* callbacks that saw a wrong state */
     atomic_bool cancel_ok[BATCH];
-    atomic_int wait_bad;        /* waiters that saw a wrong outcome */
-    gate start;                 /* first tasks block until the race starts */
+    atomic_int wait_bad; /* waiters that saw a wrong outcome */
+    gate start;          /* first tasks block until the race starts */
     pthread_barrier_t barrier;
 } round_state;
 
@@ -403,8 +403,8 @@ static void test_stress_promise_set_vs_cancel(void)
     for (int i = 0; i < PROMISES; i++) {
         pr->fs[i] = cf_future_new();
         ASSERT(pr->fs[i]);
-        ASSERT_OK(cf_add_done_callback(pr->fs[i], promise_cb,
-                                       (void *)(intptr_t)i));
+        ASSERT_OK(
+            cf_add_done_callback(pr->fs[i], promise_cb, (void *)(intptr_t)i));
     }
     ASSERT_EQ(pthread_barrier_init(&pr->barrier, NULL, 2), 0);
     pthread_t a, b;

@@ -26,7 +26,9 @@ typedef struct latch {
     int count;
 } latch;
 
+/* clang-format off */
 #define LATCH_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+/* clang-format on */
 
 static void latch_add(latch *l)
 {
@@ -259,7 +261,7 @@ static void test_submit_str(void)
         for (size_t j = 0; j <= strlen(in[i]); j++) {
             char ch = in[i][j];
             want[(size_t)k + j] = (ch >= 'a' && ch <= 'z') ? (char)(ch - 32)
-                                                          : ch;
+                                                           : ch;
         }
         ASSERT_STR_EQ(s, want);
         /* A string result is not an int64. */
@@ -286,8 +288,7 @@ static void test_submit_bytes_args(void)
         ASSERT(bufs[i]);
         for (size_t j = 0; j < sizes[i]; j++)
             bufs[i][j] = pattern(j + (size_t)i);
-        fs[i] = cf_submit(ex, t_echo_xor, sizes[i] ? bufs[i] : NULL,
-                          sizes[i]);
+        fs[i] = cf_submit(ex, t_echo_xor, sizes[i] ? bufs[i] : NULL, sizes[i]);
         ASSERT(fs[i]);
         /* Copied at submit: changing the buffer now must not matter. */
         memset(bufs[i], 0xEE, sizes[i] ? sizes[i] : 1);
@@ -389,8 +390,8 @@ static void test_submit_borrow_arg(void)
 static void t_raise(cf_call *c)
 {
     int64_t code = cf_arg_i64(c);
-    ASSERT_OK(cf_raise(c, (int)code, "bad input %d (%s)", (int)code * 10,
-                       "details"));
+    ASSERT_OK(
+        cf_raise(c, (int)code, "bad input %d (%s)", (int)code * 10, "details"));
 }
 
 /* Returns a value, then raises: the raise wins and the result is gone. */
@@ -558,8 +559,7 @@ static void test_max_workers_negative(void)
 {
     ASSERT(cf_thread_pool(&(cf_thread_pool_opts){.max_workers = -1}) == NULL);
     ASSERT_ST(cf_last_error(), CF_EINVAL);
-    ASSERT(cf_thread_pool(&(cf_thread_pool_opts){.max_workers = -100}) ==
-           NULL);
+    ASSERT(cf_thread_pool(&(cf_thread_pool_opts){.max_workers = -100}) == NULL);
     ASSERT_ST(cf_last_error(), CF_EINVAL);
 }
 
@@ -605,8 +605,8 @@ static int check_name(const char *name, const char *prefix, int max)
  * (test_thread_names_assigned, test_thread_names_default). */
 static void check_pool_names(const char *prefix, int max)
 {
-    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
-        .max_workers = max, .thread_name_prefix = prefix});
+    cf_executor *ex = cf_thread_pool(&(
+        cf_thread_pool_opts){.max_workers = max, .thread_name_prefix = prefix});
     ASSERT(ex);
     gate g = GATE_INIT;
     cf_future *fs[16];
@@ -634,8 +634,8 @@ static void test_thread_names(void)
     check_pool_names("p", 12); /* two-digit numbers */
 
     /* A one-thread pool's only thread is "<prefix>_0". */
-    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
-        .max_workers = 1, .thread_name_prefix = "solo"});
+    cf_executor *ex = cf_thread_pool(
+        &(cf_thread_pool_opts){.max_workers = 1, .thread_name_prefix = "solo"});
     cf_future *f = cf_submit(ex, t_name, NULL, 0);
     const char *name;
     ASSERT_OK(cf_result_str(f, CF_FOREVER, &name));
@@ -648,8 +648,8 @@ static void test_thread_names(void)
 static void test_thread_names_truncated(void)
 {
     const char *prefix = "a_very_long_thread_name_prefix";
-    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
-        .max_workers = 1, .thread_name_prefix = prefix});
+    cf_executor *ex = cf_thread_pool(
+        &(cf_thread_pool_opts){.max_workers = 1, .thread_name_prefix = prefix});
     ASSERT(ex);
     cf_future *f = cf_submit(ex, t_name, NULL, 0);
     const char *name;
@@ -990,8 +990,8 @@ static void *submitter_main(void *arg)
  * (not until everything is done). */
 static void test_queue_blocks_when_full(void)
 {
-    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
-        .max_workers = 1, .max_queued = 2});
+    cf_executor *ex = cf_thread_pool(
+        &(cf_thread_pool_opts){.max_workers = 1, .max_queued = 2});
     ASSERT(ex);
     gate g1 = GATE_INIT, g2 = GATE_INIT;
     cf_future *a = submit_gated(ex, &g1, 1);
@@ -1039,8 +1039,8 @@ static void test_queue_blocks_when_full(void)
 static void test_queue_many_blocked_submitters(void)
 {
     enum { NT = 6 };
-    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){
-        .max_workers = 1, .max_queued = 1});
+    cf_executor *ex = cf_thread_pool(
+        &(cf_thread_pool_opts){.max_workers = 1, .max_queued = 1});
     ASSERT(ex);
     gate g = GATE_INIT;
     cf_future *a = submit_gated(ex, &g, 100);
@@ -1078,8 +1078,8 @@ static void test_queue_many_blocked_submitters(void)
 
 typedef struct cb_rec {
     latch ran;
-    atomic_int next;    /* order counter */
-    int order[4];       /* order[k] = position at which callback k ran */
+    atomic_int next; /* order counter */
+    int order[4];    /* order[k] = position at which callback k ran */
     pthread_t thread[4];
     bool was_done[4];
     int64_t value[4];
@@ -1097,10 +1097,22 @@ static void record(cb_rec *r, int k, cf_future *f)
     latch_add(&r->ran);
 }
 
-static void cb0(cf_future *f, void *arg) { record(arg, 0, f); }
-static void cb1(cf_future *f, void *arg) { record(arg, 1, f); }
-static void cb2(cf_future *f, void *arg) { record(arg, 2, f); }
-static void cb3(cf_future *f, void *arg) { record(arg, 3, f); }
+static void cb0(cf_future *f, void *arg)
+{
+    record(arg, 0, f);
+}
+static void cb1(cf_future *f, void *arg)
+{
+    record(arg, 1, f);
+}
+static void cb2(cf_future *f, void *arg)
+{
+    record(arg, 2, f);
+}
+static void cb3(cf_future *f, void *arg)
+{
+    record(arg, 3, f);
+}
 
 static void t_self_gated_i64(cf_call *c)
 {
@@ -1308,13 +1320,12 @@ static void test_cooperative_cancel(void)
     ASSERT(!cf_request_cancel(NULL));
 }
 
-TEST_MAIN(T(test_submit_i64_f64), T(test_submit_str),
-          T(test_submit_bytes_args), T(test_submit_bytes_results),
-          T(test_submit_borrow_arg), T(test_task_raises),
-          T(test_task_returns_nothing), T(test_submit_bad_args),
-          T(test_default_max_workers), T(test_max_workers_negative),
-          T(test_thread_names), T(test_thread_names_truncated),
-          T(test_saturation),
+TEST_MAIN(T(test_submit_i64_f64), T(test_submit_str), T(test_submit_bytes_args),
+          T(test_submit_bytes_results), T(test_submit_borrow_arg),
+          T(test_task_raises), T(test_task_returns_nothing),
+          T(test_submit_bad_args), T(test_default_max_workers),
+          T(test_max_workers_negative), T(test_thread_names),
+          T(test_thread_names_truncated), T(test_saturation),
           T(test_cancel_pending_not_running), T(test_release_before_done),
           T(test_initializer), T(test_failing_initializer),
           T(test_queue_fail_when_full), T(test_queue_blocks_when_full),

@@ -159,7 +159,8 @@ static void test_cooperative_cancel(void)
  * threads it is refused (threads cannot be killed). */
 static void test_kill_task(void)
 {
-    cf_executor *ex = cf_process_pool(&(cf_process_pool_opts){.max_workers = 1});
+    cf_executor *ex =
+        cf_process_pool(&(cf_process_pool_opts){.max_workers = 1});
     cf_future *f = cf_submit(ex, hang, NULL, 0);
     wait_running(f);
     ASSERT_OK(cf_kill_task(f));

@@ -140,8 +140,10 @@ static void assert_set(cf_future *const *set, size_t n, cf_future *const *want,
 
 #define SET(...) ((cf_future *const[]){__VA_ARGS__})
 #define NSET(...) (sizeof SET(__VA_ARGS__) / sizeof(cf_future *))
-#define ASSERT_DONE(o, ...) assert_set((o).done, (o).ndone, SET(__VA_ARGS__), NSET(__VA_ARGS__))
-#define ASSERT_NOT_DONE(o, ...) assert_set((o).not_done, (o).nnot_done, SET(__VA_ARGS__), NSET(__VA_ARGS__))
+#define ASSERT_DONE(o, ...) \
+    assert_set((o).done, (o).ndone, SET(__VA_ARGS__), NSET(__VA_ARGS__))
+#define ASSERT_NOT_DONE(o, ...) \
+    assert_set((o).not_done, (o).nnot_done, SET(__VA_ARGS__), NSET(__VA_ARGS__))
 #define ASSERT_NONE_DONE(o) ASSERT_EQ((o).ndone, 0)
 #define ASSERT_ALL_DONE(o) ASSERT_EQ((o).nnot_done, 0)
 
@@ -473,8 +475,8 @@ static void test_empty(void)
         ASSERT_EQ(nn, 0);
         cf_future *dummy[1] = {NULL};
         nd = nn = 99;
-        ASSERT_OK(cf_wait(dummy, 0, CF_FOREVER, modes[m], dummy, &nd, dummy,
-                          &nn));
+        ASSERT_OK(
+            cf_wait(dummy, 0, CF_FOREVER, modes[m], dummy, &nd, dummy, &nn));
         ASSERT_EQ(nd, 0);
         ASSERT_EQ(nn, 0);
         ASSERT_OK(cf_wait(NULL, 0, 0, modes[m], NULL, NULL, NULL, NULL));
@@ -523,11 +525,9 @@ static void test_bad_arguments(void)
                   CF_EINVAL);
         ASSERT_ST(cf_wait(with_null, 3, 0, modes[m], d, &n1, nd, &n2),
                   CF_EINVAL);
-        ASSERT_ST(cf_wait(with_null, 3, CF_FOREVER, modes[m], d, &n1, nd,
-                          &n2),
+        ASSERT_ST(cf_wait(with_null, 3, CF_FOREVER, modes[m], d, &n1, nd, &n2),
                   CF_EINVAL);
-        ASSERT_ST(cf_wait(only_null, 1, CF_FOREVER, modes[m], d, &n1, nd,
-                          &n2),
+        ASSERT_ST(cf_wait(only_null, 1, CF_FOREVER, modes[m], d, &n1, nd, &n2),
                   CF_EINVAL);
         const double bad[] = {-1.0, -1e-9, -INFINITY, NAN};
         for (int t = 0; t < 4; t++) {
@@ -756,7 +756,8 @@ static void test_pool_all_completed_and_shutdown_cancel(void)
         fs[i] = cf_submit_i64(ex, square_task, i);
     cf_future **done = malloc(N * sizeof *done);
     size_t nd = 0, nn = 99;
-    ASSERT_OK(cf_wait(fs, N, LONG_WAIT, CF_ALL_COMPLETED, done, &nd, NULL, &nn));
+    ASSERT_OK(
+        cf_wait(fs, N, LONG_WAIT, CF_ALL_COMPLETED, done, &nd, NULL, &nn));
     ASSERT_EQ(nd, N);
     ASSERT_EQ(nn, 0);
     for (int i = 0; i < N; i++) {
@@ -960,8 +961,8 @@ static void test_million_futures(void)
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, complete_late, &l), 0);
     atomic_store(&tid, current_tid());
-    ASSERT_OK(cf_wait(fs, N, LONG_WAIT, CF_ALL_COMPLETED, done, &nd, not_done,
-                      &nn));
+    ASSERT_OK(
+        cf_wait(fs, N, LONG_WAIT, CF_ALL_COMPLETED, done, &nd, not_done, &nn));
     ASSERT_EQ(pthread_join(th, NULL), 0);
     ASSERT_EQ(nd, N);
     ASSERT_EQ(nn, 0);
@@ -986,6 +987,5 @@ TEST_MAIN(T(test_first_completed),
           T(test_first_completed_woken_by_cancel), T(test_many_waiters),
           T(test_pool_and_standalone),
           T(test_pool_all_completed_and_shutdown_cancel),
-          T(test_wait_inside_pool_task),
-          T(test_no_waiter_left_behind), T(test_no_waiter_left_after_wakeup),
-          T(test_million_futures))
+          T(test_wait_inside_pool_task), T(test_no_waiter_left_behind),
+          T(test_no_waiter_left_after_wakeup), T(test_million_futures))

@@ -18,45 +18,45 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ASSERT(c)                                                            \
-    do {                                                                     \
-        if (!(c)) {                                                          \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__,       \
-                    __LINE__, #c);                                           \
-            abort();                                                         \
-        }                                                                    \
+#define ASSERT(c)                                                      \
+    do {                                                               \
+        if (!(c)) {                                                    \
+            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, \
+                    __LINE__, #c);                                     \
+            abort();                                                   \
+        }                                                              \
     } while (0)
 
-#define ASSERT_EQ(a, b)                                                      \
-    do {                                                                     \
-        long long a_ = (long long)(a), b_ = (long long)(b);                  \
-        if (a_ != b_) {                                                      \
-            fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n",        \
-                    __FILE__, __LINE__, #a, #b, a_, b_);                     \
-            abort();                                                         \
-        }                                                                    \
+#define ASSERT_EQ(a, b)                                               \
+    do {                                                              \
+        long long a_ = (long long)(a), b_ = (long long)(b);           \
+        if (a_ != b_) {                                               \
+            fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", \
+                    __FILE__, __LINE__, #a, #b, a_, b_);              \
+            abort();                                                  \
+        }                                                             \
     } while (0)
 
 /* Compares status codes and prints their names. */
-#define ASSERT_ST(a, b)                                                      \
-    do {                                                                     \
-        int a_ = (a), b_ = (b);                                              \
-        if (a_ != b_) {                                                      \
-            fprintf(stderr, "%s:%d: %s == %s failed: %s != %s\n", __FILE__,  \
-                    __LINE__, #a, #b, cf_err_name(a_), cf_err_name(b_));     \
-            abort();                                                         \
-        }                                                                    \
+#define ASSERT_ST(a, b)                                                     \
+    do {                                                                    \
+        int a_ = (a), b_ = (b);                                             \
+        if (a_ != b_) {                                                     \
+            fprintf(stderr, "%s:%d: %s == %s failed: %s != %s\n", __FILE__, \
+                    __LINE__, #a, #b, cf_err_name(a_), cf_err_name(b_));    \
+            abort();                                                        \
+        }                                                                   \
     } while (0)
 
 #define ASSERT_OK(a) ASSERT_ST(a, CF_OK)
-#define ASSERT_STR_EQ(a, b)                                                  \
-    do {                                                                     \
-        const char *a_ = (a), *b_ = (b);                                     \
-        if (strcmp(a_, b_) != 0) {                                           \
-            fprintf(stderr, "%s:%d: %s == %s failed: \"%s\" != \"%s\"\n",    \
-                    __FILE__, __LINE__, #a, #b, a_, b_);                     \
-            abort();                                                         \
-        }                                                                    \
+#define ASSERT_STR_EQ(a, b)                                               \
+    do {                                                                  \
+        const char *a_ = (a), *b_ = (b);                                  \
+        if (strcmp(a_, b_) != 0) {                                        \
+            fprintf(stderr, "%s:%d: %s == %s failed: \"%s\" != \"%s\"\n", \
+                    __FILE__, __LINE__, #a, #b, a_, b_);                  \
+            abort();                                                      \
+        }                                                                 \
     } while (0)
 
 typedef struct test_entry {
@@ -64,7 +64,9 @@ typedef struct test_entry {
     void (*fn)(void);
 } test_entry;
 
+/* clang-format off */
 #define T(fn) {#fn, fn}
+/* clang-format on */
 
 static inline int test_main(int argc, char **argv, const test_entry *tests,
                             size_t n)
@@ -90,12 +92,12 @@ static inline int test_main(int argc, char **argv, const test_entry *tests,
     return ran > 0 ? 0 : 1;
 }
 
-#define TEST_MAIN(...)                                                       \
-    int main(int argc, char **argv)                                          \
-    {                                                                        \
-        static const test_entry tests_[] = {__VA_ARGS__};                    \
-        return test_main(argc, argv, tests_,                                 \
-                         sizeof tests_ / sizeof tests_[0]);                  \
+#define TEST_MAIN(...)                                      \
+    int main(int argc, char **argv)                         \
+    {                                                       \
+        static const test_entry tests_[] = {__VA_ARGS__};   \
+        return test_main(argc, argv, tests_,                \
+                         sizeof tests_ / sizeof tests_[0]); \
     }
 
 /* A reusable barrier-like gate: tasks block on it until the test opens it
@@ -107,7 +109,9 @@ typedef struct gate {
     int waiting; /* threads currently blocked in gate_pass */
 } gate;
 
+/* clang-format off */
 #define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0}
+/* clang-format on */
 
 static inline void gate_pass(gate *g)
 {

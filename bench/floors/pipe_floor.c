@@ -25,8 +25,9 @@
 
 #define WORKERS 2
 #define CHUNK 256
-#define DEPTH 4 /* batches in flight per worker (4 x 2 KiB: far below a
-                   pipe's 64 KiB, so no write ever blocks on a full pipe) */
+#define DEPTH                                                 \
+    4 /* batches in flight per worker (4 x 2 KiB: far below a \
+         pipe's 64 KiB, so no write ever blocks on a full pipe) */
 
 typedef struct worker {
     pid_t pid;
@@ -132,8 +133,9 @@ static void stop_workers(worker w[WORKERS])
 static void check(int64_t got, int64_t want)
 {
     if (got != want) {
-        fprintf(stderr, "pipe_floor: WRONG result %" PRId64 ", expected %"
-                PRId64 "\n", got, want);
+        fprintf(stderr,
+                "pipe_floor: WRONG result %" PRId64 ", expected %" PRId64 "\n",
+                got, want);
         exit(1);
     }
 }
@@ -163,8 +165,7 @@ static void batched(worker w[WORKERS], size_t n)
             buf[0] = (int64_t)count;
             for (size_t i = 0; i < count; i++)
                 buf[1 + i] = (int64_t)(first + i);
-            write_full(w[sent % WORKERS].to, buf,
-                       (1 + count) * sizeof buf[0]);
+            write_full(w[sent % WORKERS].to, buf, (1 + count) * sizeof buf[0]);
             sent++;
             continue;
         }
@@ -184,8 +185,8 @@ static void batched(worker w[WORKERS], size_t n)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3 || (strcmp(argv[1], "pingpong") != 0 &&
-                      strcmp(argv[1], "batched") != 0)) {
+    if (argc != 3 ||
+        (strcmp(argv[1], "pingpong") != 0 && strcmp(argv[1], "batched") != 0)) {
         fprintf(stderr, "usage: pipe_floor pingpong|batched N\n");
         return 2;
     }
@@ -210,7 +211,7 @@ int main(int argc, char **argv)
     stop_workers(w);
     printf("RESULT %s %s %zu %.6g %s\n",
            pp ? "process_submit_result" : "process_map_chunked",
-           pp ? "pipe_pingpong" : "pipe_batched", n, (t1 - t0) * 1e9 / (double)n,
-           pp ? "ns/task" : "ns/item");
+           pp ? "pipe_pingpong" : "pipe_batched", n,
+           (t1 - t0) * 1e9 / (double)n, pp ? "ns/task" : "ns/item");
     return 0;
 }
