@@ -15,6 +15,8 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include "fault.h" /* fault injection: nothing unless CF_FAULT_INJECTION */
+
 #define CF_HIDDEN __attribute__((visibility("hidden")))
 #define CF_NOINLINE __attribute__((noinline))
 #define CF_LIKELY(x) __builtin_expect(!!(x), 1)

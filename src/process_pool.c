@@ -91,6 +91,8 @@ typedef struct process_pool {
     int max_tasks_per_child;
     int max_retries;
     cf_fncache fncache;
+    struct pollfd *pfd; /* the manager's poll set: 2 per worker + 1 */
+    struct pworker **who;
 } process_pool;
 
 static process_pool *pool_of(cf_executor *ex)
@@ -356,7 +358,8 @@ static bool read_worker(process_pool *p, pworker *w)
             w->in = n;
             w->in_cap = cap;
         }
-        ssize_t got = read(w->fd, w->in + w->in_len, w->in_cap - w->in_len);
+        ssize_t got = cf__io_read(w->fd, w->in + w->in_len,
+                                  w->in_cap - w->in_len);
         if (got == 0)
             return false;
         if (got < 0) {
@@ -407,7 +410,7 @@ static bool write_worker(pworker *w)
 {
     while (w->out.len > 0) {
         /* send(MSG_NOSIGNAL): a worker that died must not SIGPIPE us. */
-        ssize_t n = send(w->fd, w->out.p, w->out.len, MSG_NOSIGNAL);
+        ssize_t n = cf__io_send(w->fd, w->out.p, w->out.len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -568,8 +571,8 @@ static void *manager_main(void *arg)
     process_pool *p = arg;
     manager_of = p;
     int max = p->base.max_workers;
-    struct pollfd *pfd = calloc((size_t)(2 * max + 1), sizeof *pfd);
-    pworker **who = calloc((size_t)(2 * max + 1), sizeof *who);
+    struct pollfd *pfd = p->pfd;
+    pworker **who = p->who;
 
     pthread_mutex_lock(&p->lock);
     for (;;) {
@@ -754,8 +757,6 @@ static void *manager_main(void *arg)
         }
         handle_death(p, w);
     }
-    free(pfd);
-    free(who);
     manager_of = NULL;
 
     pthread_mutex_lock(&p->lock);
@@ -867,6 +868,8 @@ void cf__process_pool_free(process_pool *p)
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->done_cv);
     free(p->w);
+    free(p->pfd);
+    free(p->who);
     free(p->initarg);
     free(p->broken_msg);
     free(p);
@@ -909,11 +912,16 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
     if (p == NULL)
         return cf__fail_null(CF_ENOMEM);
     p->w = calloc((size_t)n, sizeof *p->w);
+    p->pfd = calloc((size_t)(2 * n + 1), sizeof *p->pfd);
+    p->who = calloc((size_t)(2 * n + 1), sizeof *p->who);
     p->initarg = malloc(opts->initarg_len ? opts->initarg_len : 1);
     p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (p->w == NULL || p->initarg == NULL || p->efd < 0) {
+    if (p->w == NULL || p->initarg == NULL || p->efd < 0 || p->pfd == NULL ||
+        p->who == NULL) {
         if (p->efd >= 0)
             close(p->efd);
+        free(p->pfd);
+        free(p->who);
         free(p->w);
         free(p->initarg);
         free(p);

@@ -46,6 +46,26 @@ cf_inflight *cf__remote_at(cf_remote *r, size_t i)
     return &r->fl[(r->head + i) % r->cap];
 }
 
+/* Makes room for n more items in flight. */
+static bool remote_reserve(cf_remote *r, size_t n)
+{
+    if (r->cap - r->count >= n)
+        return true;
+    size_t cap = r->cap ? r->cap : 16;
+    while (cap - r->count < n)
+        cap *= 2;
+    cf_inflight *fl = malloc(cap * sizeof *fl);
+    if (fl == NULL)
+        return false;
+    for (size_t i = 0; i < r->count; i++)
+        fl[i] = *cf__remote_at(r, i);
+    free(r->fl);
+    r->fl = fl;
+    r->head = 0;
+    r->cap = cap;
+    return true;
+}
+
 static bool remote_push(cf_remote *r, cf_future *f, bool last)
 {
     if (r->count == r->cap) {
@@ -125,6 +145,16 @@ void cf__send_batch(cf_remote *r, cf_future *batch, size_t n, cf_wbuf *out,
                       "the task function is in no loaded module");
         return;
     }
+    /* Room first: the frame and the in-flight slots, or nothing at all. */
+    size_t bytes = CF_WIRE_HEADER + 2 + ref.module_len + 1 + ref.build_id_len +
+                   8;
+    for (cf_future *f = batch; f != NULL; f = f->next)
+        bytes += 16 + f->arg_len;
+    if (!remote_reserve(r, n) || !cf__wbuf_reserve(out, bytes)) {
+        cf__fail_list(batch, CF_ENOMEM,
+                      "no memory to send the task to a worker");
+        return;
+    }
     bool was_idle = r->count == 0;
     size_t off = cf__wire_begin(out, CF_FRAME_TASK, (uint32_t)n);
     cf__wire_fnref(out, &ref);
@@ -133,7 +163,7 @@ void cf__send_batch(cf_remote *r, cf_future *batch, size_t n, cf_wbuf *out,
         next = f->next;
         f->next = NULL;
         cf__wire_item(out, r->next_id, cf__future_arg(f), f->arg_len);
-        remote_push(r, f, k + 1 == n); /* fails only with out->oom too */
+        remote_push(r, f, k + 1 == n); /* cannot fail: reserved */
     }
     cf__wire_end(out, off);
     r->frames++;

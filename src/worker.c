@@ -49,11 +49,11 @@ static bool read_full(void *buf, size_t n)
 {
     unsigned char *p = buf;
     while (n > 0) {
-        ssize_t r = read(wfd, p, n);
+        ssize_t r = cf__io_read(wfd, p, n);
         if (r > 0) {
             p += r;
             n -= (size_t)r;
-        } else if (r == 0 || errno != EINTR) {
+        } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
             return false;
         }
     }
@@ -64,11 +64,11 @@ static void write_full(const void *buf, size_t n)
 {
     const unsigned char *p = buf;
     while (n > 0) {
-        ssize_t w = write(wfd, p, n);
+        ssize_t w = cf__io_write(wfd, p, n);
         if (w > 0) {
             p += w;
             n -= (size_t)w;
-        } else if (w < 0 && errno != EINTR) {
+        } else if (w < 0 && errno != EINTR && errno != EAGAIN) {
             _exit(0); /* the parent is gone */
         }
     }
