@@ -15,7 +15,7 @@ CMAKE ?= cmake
 CTEST ?= ctest
 CTEST_FLAGS ?= --output-on-failure -j$(JOBS)
 
-.PHONY: all build check check-plain check-asan check-tsan check-faults demo install bench clean docs check-format format
+.PHONY: all build check check-plain check-asan check-tsan check-faults check-valgrind check-fuzz demo install bench clean docs check-format format
 
 all: build
 
@@ -23,8 +23,21 @@ build:
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@$(CMAKE) --build build -j$(JOBS)
 
-check: check-plain check-asan check-tsan check-faults
-	@echo "make check: all test suites passed (plain, asan+ubsan, tsan, fault injection)"
+check: check-plain check-asan check-tsan check-faults check-valgrind check-fuzz
+	@echo "make check: all test suites passed (plain, asan+ubsan, tsan, fault injection, valgrind, fuzz)"
+
+# valgrind memcheck over the plain build's tests: no invalid accesses, no
+# definitely or indirectly lost bytes (tests/valgrind.sh).
+check-valgrind: build
+	@if command -v valgrind >/dev/null; then VALGRIND_JOBS=$(JOBS) bash tests/valgrind.sh build; \
+	else echo "skipped: valgrind not installed"; fi
+
+# libFuzzer targets (clang): the wire decoder and the public API, bounded
+# runs over the committed seeds, plus the saved regressions.
+check-fuzz:
+	@$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCF_FUZZ=ON -DCF_BUILD_TESTS=OFF -DCF_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@$(CMAKE) --build build-fuzz -j$(JOBS) --target fuzz-wire fuzz-api make-seeds
+	$(CTEST) --test-dir build-fuzz $(CTEST_FLAGS)
 
 check-plain: build
 	@test -f build/tests/test-mpi || echo "skipped: MPI not found (apt-get install openmpi-bin libopenmpi-dev)"

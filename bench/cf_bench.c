@@ -25,6 +25,9 @@
  *   memory_per_future     RSS growth per pending standalone future     B
  */
 #include "cfutures.h"
+#ifdef CF_BENCH_MPI
+#include "cfutures_mpi.h" /* cf_bench built against cfutures_mpi */
+#endif
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -107,8 +110,14 @@ static void sum_task(cf_call *c)
 /* Executors                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* mpi_* benches run under mpirun: rank 0 measures on the MPI executor
+ * made in main, the other ranks serve it. */
+static cf_executor *mpi_ex;
+
 static cf_executor *make_pool(bool process)
 {
+    if (mpi_ex != NULL)
+        return mpi_ex;
     cf_executor *ex =
         process
             ? cf_process_pool(&(cf_process_pool_opts){.max_workers = WORKERS})
@@ -405,6 +414,9 @@ static const struct {
     {"process_submit_result", 100000}, {"process_map_chunked", 1000000},
     {"seed_speedup_thread", 64},       {"seed_speedup_process", 64},
     {"memory_per_future", 1000000},
+#ifdef CF_BENCH_MPI
+    {"mpi_submit_result", 20000},      {"mpi_map_chunked", 1000000},
+#endif
 };
 
 static _Noreturn void usage(void)
@@ -443,6 +455,22 @@ int main(int argc, char **argv)
         n = (size_t)v;
     }
 
+#ifdef CF_BENCH_MPI
+    if (strncmp(bench, "mpi_", 4) == 0) {
+        if (cf_mpi_comm_executor(MPI_COMM_WORLD, 0, NULL, &mpi_ex) != CF_OK)
+            die("cf_mpi_comm_executor", CF_EINVAL);
+        if (mpi_ex == NULL) { /* a worker rank: served until rank 0 ended */
+            MPI_Finalize();
+            return 0;
+        }
+        if (strcmp(bench, "mpi_submit_result") == 0)
+            bench_submit_result(bench, true, n);
+        else
+            bench_map(bench, true, n, 256);
+        MPI_Finalize();
+        return 0;
+    }
+#endif
     if (strcmp(bench, "thread_submit_result") == 0)
         bench_submit_result(bench, false, n);
     else if (strcmp(bench, "process_submit_result") == 0)

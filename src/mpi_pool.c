@@ -21,14 +21,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
 enum { TAG_FRAME = 7001, TAG_STOP = 7002 };
 
-#define BACKOFF_MIN_NS 50000u
+/* Probing back-off: from MIN up to BUSY_MAX while work is in flight (or a
+ * message came in the last ACTIVE_NS), up to IDLE_MAX otherwise.  The
+ * polling threads ask for a 1 us timer slack, so short sleeps are short. */
+#define BACKOFF_MIN_NS 5000u
+#define BACKOFF_BUSY_MAX_NS 50000u
 #define BACKOFF_MAX_NS 1000000u
-#define WINDOW 2
+#define ACTIVE_NS 5000000u
+#define WINDOW 4
 #define ISOLATE_ARG "--cfutures-crash-isolation"
 
 /* ------------------------------------------------------------------------ */
@@ -73,11 +79,16 @@ static int ensure_mpi(int *argc, char ***argv)
     return CF_OK;
 }
 
-static void backoff_sleep(uint64_t *ns)
+static void backoff_sleep(uint64_t *ns, uint64_t max)
 {
     struct timespec ts = {0, (long)*ns};
     nanosleep(&ts, NULL);
-    *ns = *ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : *ns * 2;
+    *ns = *ns * 2 > max ? max : *ns * 2;
+}
+
+static void fine_timer_slack(void)
+{
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* 1 us, for this thread */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -89,6 +100,7 @@ typedef struct mpi_link {
     MPI_Comm comm;
     int root;
     cf_executor *local; /* crash isolation: a one-process local pool */
+    uint64_t last_msg;  /* ns: when the last frame came */
 } mpi_link;
 
 static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
@@ -101,8 +113,10 @@ static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
         MPI_Iprobe(m->root, MPI_ANY_TAG, m->comm, &flag, &st);
         if (flag)
             break;
-        backoff_sleep(&wait);
+        bool active = cf__now_ns() - m->last_msg < ACTIVE_NS;
+        backoff_sleep(&wait, active ? BACKOFF_BUSY_MAX_NS : BACKOFF_MAX_NS);
     }
+    m->last_msg = cf__now_ns();
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
@@ -163,6 +177,7 @@ static void serve(MPI_Comm comm, int root, bool isolate)
         .comm = comm,
         .root = root,
     };
+    fine_timer_slack();
     if (isolate) {
         m.local = cf_process_pool(&(cf_process_pool_opts){.max_workers = 1});
         if (m.local != NULL)
@@ -379,6 +394,7 @@ static void *manager_main(void *arg)
 {
     mpi_pool *p = arg;
     manager_of = p;
+    fine_timer_slack();
     for (int i = 0; i < p->nworkers; i++) {
         cf_wbuf copy = {0};
         cf__wbuf_put(&copy, p->init.p, p->init.len);
@@ -403,14 +419,20 @@ static void *manager_main(void *arg)
                 dispatch_one_locked(p, w);
             busy += w->r.count > 0;
         }
-        if (p->q.n >= (size_t)p->nworkers && p->ewma_ns > 0 &&
-            p->ewma_ns < 200000) {
+        /* A message costs tens of microseconds here: with a backlog of
+         * two frames per worker, keep WINDOW frames on each. */
+        bool backlog = p->q.n >= 2 * (size_t)p->nworkers;
+        if (backlog || (p->q.n >= (size_t)p->nworkers && p->ewma_ns > 0 &&
+                        p->ewma_ns < 200000)) {
             uint64_t now = cf__now_ns();
             for (int i = 0; i < p->nworkers && p->q.head != NULL; i++) {
                 mworker *w = &p->w[i];
-                if (w->ready && w->r.frames < WINDOW &&
-                    now - w->r.head_start <= 4 * p->ewma_ns + 50000)
-                    dispatch_one_locked(p, w);
+                while (w->ready && w->r.frames < WINDOW &&
+                       p->q.head != NULL &&
+                       (backlog ||
+                        now - w->r.head_start <= 4 * p->ewma_ns + 50000))
+                    if (!dispatch_one_locked(p, w))
+                        break;
             }
         }
         if (p->shutdown && p->q.head == NULL && busy == 0)
@@ -434,7 +456,8 @@ static void *manager_main(void *arg)
         p->manager_sleeping = true;
         cf__cond_wait(&p->wake_cv, &p->lock, &d);
         p->manager_sleeping = false;
-        wait = wait * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : wait * 2;
+        uint64_t max = busy > 0 ? BACKOFF_BUSY_MAX_NS : BACKOFF_MAX_NS;
+        wait = wait * 2 > max ? max : wait * 2;
     }
     pthread_mutex_unlock(&p->lock);
 
@@ -446,7 +469,7 @@ static void *manager_main(void *arg)
     }
     while (p->sends != NULL) {
         if (!reap_sends(p))
-            backoff_sleep(&wait);
+            backoff_sleep(&wait, BACKOFF_MAX_NS);
     }
     if (p->spawned)
         MPI_Comm_disconnect(&p->comm);

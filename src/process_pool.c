@@ -941,8 +941,15 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
     }
     p->max_tasks_per_child = opts->max_tasks_per_child;
     p->max_retries = opts->max_retries;
-    /* /proc/self/exe is this very program even if its file was replaced. */
-    snprintf(p->exe, sizeof p->exe, "/proc/self/exe");
+    /* The program's path, read once (under valgrind, /proc/self/exe is
+     * valgrind itself, while readlink answers the program).  If the file
+     * was deleted or replaced since, /proc/self/exe still is this very
+     * program. */
+    ssize_t len = readlink("/proc/self/exe", p->exe, sizeof p->exe - 1);
+    if (len <= 0 || len >= (ssize_t)sizeof p->exe - 1 ||
+        access(p->exe, X_OK) != 0)
+        len = snprintf(p->exe, sizeof p->exe, "/proc/self/exe");
+    p->exe[len] = '\0';
     cf__executor_init(&p->base, &process_pool_vtable, n);
     pthread_mutex_init(&p->lock, NULL);
     cf__cond_init(&p->done_cv);
