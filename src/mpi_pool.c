@@ -427,8 +427,7 @@ static void *manager_main(void *arg)
             uint64_t now = cf__now_ns();
             for (int i = 0; i < p->nworkers && p->q.head != NULL; i++) {
                 mworker *w = &p->w[i];
-                while (w->ready && w->r.frames < WINDOW &&
-                       p->q.head != NULL &&
+                while (w->ready && w->r.frames < WINDOW && p->q.head != NULL &&
                        (backlog ||
                         now - w->r.head_start <= 4 * p->ewma_ns + 50000))
                     if (!dispatch_one_locked(p, w))

@@ -131,13 +131,6 @@ static void fgate_destroy(fgate *g)
     rmdir(g->dir);
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* Task side: announce, then block until released.  0 or -1 (errno). */
 static int fgate_pass(const fgate_arg *a)
 {

@@ -40,13 +40,6 @@ static cf_executor *pool_n(int n)
     return ex;
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* A private directory under /tmp for a test's files and FIFOs. */
 typedef struct tmpdir {
     char path[32];

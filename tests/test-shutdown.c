@@ -17,32 +17,6 @@
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-typedef struct latch {
-    pthread_mutex_t m;
-    pthread_cond_t c;
-    int count;
-} latch;
-
-/* clang-format off */
-#define LATCH_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
-/* clang-format on */
-
-static void latch_add(latch *l)
-{
-    pthread_mutex_lock(&l->m);
-    l->count++;
-    pthread_cond_broadcast(&l->c);
-    pthread_mutex_unlock(&l->m);
-}
-
-static void latch_wait(latch *l, int n)
-{
-    pthread_mutex_lock(&l->m);
-    while (l->count < n)
-        pthread_cond_wait(&l->c, &l->m);
-    pthread_mutex_unlock(&l->m);
-}
-
 static atomic_int ran;
 
 typedef struct gated_arg {

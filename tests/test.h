@@ -14,9 +14,14 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #define ASSERT(c)                                                      \
     do {                                                               \
@@ -139,6 +144,112 @@ static inline void gate_open(gate *g)
     g->open = true;
     pthread_cond_broadcast(&g->c);
     pthread_mutex_unlock(&g->m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Helpers shared by the tests                                               */
+/* ------------------------------------------------------------------------ */
+
+/* A bound for blocking calls that must return: a bug fails, never hangs. */
+#define LONG_WAIT 30.0
+
+static inline int current_tid(void)
+{
+    return (int)syscall(SYS_gettid);
+}
+
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Waits (bounded, no sleep) until the thread whose id is published in
+ * *tidp is asleep in the kernel: it then is blocked in the call under
+ * test, which it enters right after publishing its id. */
+static inline void wait_until_blocked(_Atomic int *tidp)
+{
+    int tid;
+    while ((tid = atomic_load(tidp)) == 0)
+        sched_yield();
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    double end = now_s() + 5.0;
+    while (now_s() < end) {
+        FILE *fp = fopen(path, "r");
+        if (fp == NULL)
+            return;
+        char buf[512];
+        size_t n = fread(buf, 1, sizeof buf - 1, fp);
+        fclose(fp);
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        if (p != NULL && p[1] == ' ' && p[2] == 'S')
+            return;
+        sched_yield();
+    }
+}
+
+/* CPython's fixtures (test_concurrent_futures/util.py): PENDING_FUTURE,
+ * RUNNING_FUTURE, CANCELLED_FUTURE (and CANCELLED_AND_NOTIFIED_FUTURE, the
+ * same state in C), EXCEPTION_FUTURE, SUCCESSFUL_FUTURE (result 42). */
+enum fixture { FX_PENDING, FX_RUNNING, FX_CANCELLED, FX_RAISED, FX_FINISHED };
+
+static inline cf_future *make(enum fixture k)
+{
+    cf_future *f = cf_future_new();
+    ASSERT(f != NULL);
+    switch (k) {
+    case FX_PENDING:
+        break;
+    case FX_RUNNING:
+        ASSERT_OK(cf_set_running_or_notify_cancel(f));
+        break;
+    case FX_CANCELLED:
+        ASSERT(cf_cancel(f));
+        break;
+    case FX_RAISED:
+        ASSERT_OK(cf_set_exception(f, 7, "boom"));
+        break;
+    case FX_FINISHED:
+        ASSERT_OK(cf_set_result_i64(f, 42));
+        break;
+    }
+    return f;
+}
+
+static inline void release_all(cf_future **fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cf_future_release(fs[i]);
+}
+
+/* A counter that threads wait on until it reaches n. */
+typedef struct latch {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int count;
+} latch;
+
+/* clang-format off */
+#define LATCH_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+/* clang-format on */
+
+static inline void latch_add(latch *l)
+{
+    pthread_mutex_lock(&l->m);
+    l->count++;
+    pthread_cond_broadcast(&l->c);
+    pthread_mutex_unlock(&l->m);
+}
+
+static inline void latch_wait(latch *l, int n)
+{
+    pthread_mutex_lock(&l->m);
+    while (l->count < n)
+        pthread_cond_wait(&l->c, &l->m);
+    pthread_mutex_unlock(&l->m);
 }
 
 #endif
