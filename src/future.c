@@ -606,7 +606,10 @@ static int wait_done(cf_future *f, double timeout)
             return CF_ETIMEDOUT;
         s = cf__state_load(f);
     }
-    if (!(s & FS_OBSERVED))
+    /* Only an error can go unread (the hook); a result needs no mark, and
+     * the fast path of a successful read stays free of atomic writes. */
+    if (!(s & FS_OBSERVED) && (s & FS_STATE) == CF_FINISHED &&
+        f->out.status != CF_OK)
         atomic_fetch_or_explicit(&f->state, FS_OBSERVED, memory_order_relaxed);
     return CF_OK;
 }
