@@ -384,11 +384,14 @@ enum {
 /** Per-task options for cf_submit_ex.  Zero-initialise. */
 typedef struct cf_task_opts {
     unsigned flags;    /**< CF_BORROW_ARG, CF_NOWAIT */
-    double time_limit; /**< seconds the task may run; 0 = none (process pool:
-                          the worker is killed and the future ends with
-                          CF_ETIMEDOUT) */
+    double time_limit; /**< seconds the task may run; 0 = none.  Process
+                          pool only: the worker is killed and the future
+                          ends with CF_ETIMEDOUT.  Thread and MPI pools
+                          accept it and ignore it (a thread cannot be
+                          killed). */
     int retries;       /**< process pool: re-run a task whose worker crashed
-                          up to this many times on fresh workers */
+                          up to this many times on fresh workers; 0 means
+                          the pool's max_retries (0 by default) */
 } cf_task_opts;
 
 /**
