@@ -207,11 +207,10 @@ typedef struct mpi_pool {
     cf_executor base;
     pthread_mutex_t lock;
     pthread_cond_t wake_cv; /* the manager's back-off sleep; submit wakes */
-    pthread_cond_t done_cv; /* the manager has exited */
     cf_fqueue q;
-    bool shutdown, broken, manager_done, orphaned, manager_sleeping;
+    bool shutdown, broken, manager_sleeping;
     char *broken_msg;
-    pthread_t manager;
+    cf_manager manager;
     MPI_Comm comm; /* a duplicate (SPMD) or the intercommunicator (spawn) */
     bool spawned;
     int nworkers;
@@ -221,8 +220,6 @@ typedef struct mpi_pool {
     cf_wbuf init; /* the INIT frame every worker gets first */
     uint64_t ewma_ns;
 } mpi_pool;
-
-static _Thread_local mpi_pool *manager_of;
 
 static void pool_free(mpi_pool *p);
 
@@ -393,7 +390,7 @@ static bool dispatch_one_locked(mpi_pool *p, mworker *w)
 static void *manager_main(void *arg)
 {
     mpi_pool *p = arg;
-    manager_of = p;
+    cf__manager_enter(&p->manager);
     fine_timer_slack();
     for (int i = 0; i < p->nworkers; i++) {
         cf_wbuf copy = {0};
@@ -474,16 +471,8 @@ static void *manager_main(void *arg)
         MPI_Comm_disconnect(&p->comm);
     else
         MPI_Comm_free(&p->comm);
-    manager_of = NULL;
-    pthread_mutex_lock(&p->lock);
-    p->manager_done = true;
-    pthread_cond_broadcast(&p->done_cv);
-    bool orphan = p->orphaned;
-    pthread_mutex_unlock(&p->lock);
-    if (orphan) { /* freed from a callback on this thread */
-        pthread_detach(pthread_self());
+    if (cf__manager_exit(&p->manager)) /* freed from a callback here */
         pool_free(p);
-    }
     return NULL;
 }
 
@@ -530,19 +519,7 @@ static void mp_shutdown(cf_executor *ex, bool cancel_futures)
 
 static int mp_wait(cf_executor *ex, const cf_deadline *d)
 {
-    mpi_pool *p = pool_of(ex);
-    if (manager_of == p)
-        return CF_OK; /* a callback on the manager thread cannot wait */
-    int rc = CF_OK;
-    pthread_mutex_lock(&p->lock);
-    while (!p->manager_done)
-        if (cf__cond_wait(&p->done_cv, &p->lock, d) == ETIMEDOUT &&
-            !p->manager_done) {
-            rc = CF_ETIMEDOUT;
-            break;
-        }
-    pthread_mutex_unlock(&p->lock);
-    return rc;
+    return cf__manager_wait(&pool_of(ex)->manager, d);
 }
 
 static void pool_free(mpi_pool *p)
@@ -554,21 +531,15 @@ static void pool_free(mpi_pool *p)
     free(p->broken_msg);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->wake_cv);
-    pthread_cond_destroy(&p->done_cv);
+    cf__manager_fini(&p->manager);
     free(p);
 }
 
 static void mp_destroy(cf_executor *ex)
 {
     mpi_pool *p = pool_of(ex);
-    if (manager_of == p) { /* freed from a callback on the manager: */
-        pthread_mutex_lock(&p->lock); /* it frees the pool as it exits */
-        p->orphaned = true;
-        pthread_mutex_unlock(&p->lock);
-        return;
-    }
-    pthread_join(p->manager, NULL);
-    pool_free(p);
+    if (cf__manager_release(&p->manager))
+        pool_free(p);
 }
 
 static const cf_executor_vtable mpi_pool_vtable = {
@@ -614,8 +585,7 @@ static cf_executor *pool_new(MPI_Comm comm, bool spawned, const int *ranks,
     cf__executor_init(&p->base, &mpi_pool_vtable, n);
     pthread_mutex_init(&p->lock, NULL);
     cf__cond_init(&p->wake_cv);
-    cf__cond_init(&p->done_cv);
-    if (pthread_create(&p->manager, NULL, manager_main, p) != 0) {
+    if (cf__manager_start(&p->manager, &p->lock, manager_main, p) != CF_OK) {
         pool_free(p);
         return cf__fail_null(CF_ENOMEM);
     }

@@ -68,9 +68,8 @@ typedef struct pworker {
 typedef struct process_pool {
     cf_executor base;
     pthread_mutex_t lock;
-    pthread_cond_t done_cv; /* the manager has exited */
-    cf_fqueue q;            /* guarded by lock */
-    bool shutdown, broken, manager_done, orphaned;
+    cf_fqueue q; /* guarded by lock */
+    bool shutdown, broken;
     bool manager_sleeping;
     int pending_signal; /* for the manager: terminate / kill the workers */
     int start_failures; /* workers in a row that died before HELLO */
@@ -79,7 +78,7 @@ typedef struct process_pool {
     uint64_t ewma_ns;   /* average task run time (manager); 0: unknown */
     char *broken_msg;
     int efd;
-    pthread_t manager;
+    cf_manager manager;
     /* manager-owned */
     pworker *w;   /* max_workers slots */
     int nworkers; /* slots in use (alive or starting) */
@@ -99,8 +98,6 @@ static process_pool *pool_of(cf_executor *ex)
 {
     return (process_pool *)ex;
 }
-
-static _Thread_local process_pool *manager_of; /* set on manager threads */
 
 static void wake_manager_locked(process_pool *p)
 {
@@ -569,7 +566,7 @@ static pworker *free_slot(process_pool *p)
 static void *manager_main(void *arg)
 {
     process_pool *p = arg;
-    manager_of = p;
+    cf__manager_enter(&p->manager);
     int max = p->base.max_workers;
     struct pollfd *pfd = p->pfd;
     pworker **who = p->who;
@@ -757,15 +754,7 @@ static void *manager_main(void *arg)
         }
         handle_death(p, w);
     }
-    manager_of = NULL;
-
-    pthread_mutex_lock(&p->lock);
-    p->manager_done = true;
-    pthread_cond_broadcast(&p->done_cv);
-    bool orphan = p->orphaned;
-    pthread_mutex_unlock(&p->lock);
-    if (orphan) { /* freed from a callback on this thread */
-        pthread_detach(pthread_self());
+    if (cf__manager_exit(&p->manager)) { /* freed from a callback here */
         extern void cf__process_pool_free(process_pool * p);
         cf__process_pool_free(p);
     }
@@ -823,19 +812,7 @@ static void pp_shutdown(cf_executor *ex, bool cancel_futures)
 
 static int pp_wait(cf_executor *ex, const cf_deadline *d)
 {
-    process_pool *p = pool_of(ex);
-    if (manager_of == p)
-        return CF_OK; /* a callback on the manager thread: cannot wait */
-    int rc = CF_OK;
-    pthread_mutex_lock(&p->lock);
-    while (!p->manager_done)
-        if (cf__cond_wait(&p->done_cv, &p->lock, d) == ETIMEDOUT &&
-            !p->manager_done) {
-            rc = CF_ETIMEDOUT;
-            break;
-        }
-    pthread_mutex_unlock(&p->lock);
-    return rc;
+    return cf__manager_wait(&pool_of(ex)->manager, d);
 }
 
 static void pp_cancel_running(cf_executor *ex, cf_future *f, bool force)
@@ -866,7 +843,7 @@ void cf__process_pool_free(process_pool *p)
 {
     close(p->efd);
     pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->done_cv);
+    cf__manager_fini(&p->manager);
     free(p->w);
     free(p->pfd);
     free(p->who);
@@ -878,14 +855,8 @@ void cf__process_pool_free(process_pool *p)
 static void pp_destroy(cf_executor *ex)
 {
     process_pool *p = pool_of(ex);
-    if (manager_of == p) {
-        pthread_mutex_lock(&p->lock);
-        p->orphaned = true;
-        pthread_mutex_unlock(&p->lock);
-        return;
-    }
-    pthread_join(p->manager, NULL);
-    cf__process_pool_free(p);
+    if (cf__manager_release(&p->manager))
+        cf__process_pool_free(p);
 }
 
 static const cf_executor_vtable process_pool_vtable = {
@@ -952,8 +923,7 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
     p->exe[len] = '\0';
     cf__executor_init(&p->base, &process_pool_vtable, n);
     pthread_mutex_init(&p->lock, NULL);
-    cf__cond_init(&p->done_cv);
-    if (pthread_create(&p->manager, NULL, manager_main, p) != 0) {
+    if (cf__manager_start(&p->manager, &p->lock, manager_main, p) != CF_OK) {
         cf__process_pool_free(p);
         return cf__fail_null(CF_ENOMEM);
     }

@@ -4,6 +4,7 @@
  */
 #include "remote.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,4 +224,77 @@ void cf__fail_list(cf_future *f, int status, const char *msg)
         cf_future_release(f);
         f = next;
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The manager thread's life cycle                                           */
+/* ------------------------------------------------------------------------ */
+
+static _Thread_local const cf_manager *current_manager;
+
+int cf__manager_start(cf_manager *m, pthread_mutex_t *lock, void *(*fn)(void *),
+                      void *arg)
+{
+    m->lock = lock;
+    m->done = m->orphaned = false;
+    if (cf__cond_init(&m->done_cv) != 0)
+        return CF_ENOMEM;
+    if (pthread_create(&m->thread, NULL, fn, arg) != 0)
+        return CF_ENOMEM; /* cf__manager_fini destroys the cv */
+    return CF_OK;
+}
+
+void cf__manager_enter(cf_manager *m)
+{
+    current_manager = m;
+}
+
+bool cf__manager_is_self(const cf_manager *m)
+{
+    return current_manager == m;
+}
+
+bool cf__manager_exit(cf_manager *m)
+{
+    current_manager = NULL;
+    pthread_mutex_lock(m->lock);
+    m->done = true;
+    pthread_cond_broadcast(&m->done_cv);
+    bool orphan = m->orphaned;
+    pthread_mutex_unlock(m->lock);
+    if (orphan)
+        pthread_detach(pthread_self());
+    return orphan;
+}
+
+int cf__manager_wait(cf_manager *m, const cf_deadline *d)
+{
+    if (cf__manager_is_self(m))
+        return CF_OK; /* a callback on the manager thread cannot wait */
+    int rc = CF_OK;
+    pthread_mutex_lock(m->lock);
+    while (!m->done)
+        if (cf__cond_wait(&m->done_cv, m->lock, d) == ETIMEDOUT && !m->done) {
+            rc = CF_ETIMEDOUT;
+            break;
+        }
+    pthread_mutex_unlock(m->lock);
+    return rc;
+}
+
+bool cf__manager_release(cf_manager *m)
+{
+    if (cf__manager_is_self(m)) { /* freed from a callback on the manager */
+        pthread_mutex_lock(m->lock);
+        m->orphaned = true;
+        pthread_mutex_unlock(m->lock);
+        return false;
+    }
+    pthread_join(m->thread, NULL);
+    return true;
+}
+
+void cf__manager_fini(cf_manager *m)
+{
+    pthread_cond_destroy(&m->done_cv);
 }

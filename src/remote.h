@@ -71,6 +71,36 @@ CF_HIDDEN void cf__send_batch(cf_remote *r, cf_future *batch, size_t n,
 CF_HIDDEN bool cf__remote_result(cf_executor *ex, cf_remote *r, long tid,
                                  const cf_wire_result *res);
 
+/* ---- the manager thread's life cycle ---- */
+
+/* The thread that runs a remote pool (process_pool.c, mpi_pool.c).  The
+ * pool's lock guards done and orphaned. */
+typedef struct cf_manager {
+    pthread_t thread;
+    pthread_mutex_t *lock;
+    pthread_cond_t done_cv;
+    bool done;     /* the manager has finished */
+    bool orphaned; /* the pool was freed from a callback on the manager */
+} cf_manager;
+
+/* Starts fn(arg) as the manager: CF_OK or CF_ENOMEM. */
+CF_HIDDEN int cf__manager_start(cf_manager *m, pthread_mutex_t *lock,
+                                void *(*fn)(void *), void *arg);
+/* On the manager thread, first thing. */
+CF_HIDDEN void cf__manager_enter(cf_manager *m);
+/* True on the manager thread of m (a callback runs there). */
+CF_HIDDEN bool cf__manager_is_self(const cf_manager *m);
+/* On the manager thread, last thing: marks it done and wakes waiters.
+ * True if the pool was freed meanwhile: the caller frees it now. */
+CF_HIDDEN bool cf__manager_exit(cf_manager *m);
+/* Waits until the manager is done (CF_OK, CF_ETIMEDOUT); returns at once
+ * on the manager thread itself, which cannot wait for itself. */
+CF_HIDDEN int cf__manager_wait(cf_manager *m, const cf_deadline *d);
+/* The pool is being freed: true if the caller frees it now (the manager
+ * was joined), false if the manager will, as it exits. */
+CF_HIDDEN bool cf__manager_release(cf_manager *m);
+CF_HIDDEN void cf__manager_fini(cf_manager *m);
+
 /* ---- the worker side ---- */
 
 /* A worker's link to its parent: a socket (process pool), MPI messages. */
