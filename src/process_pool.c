@@ -457,7 +457,9 @@ static void handle_death(process_pool *p, pworker *w)
      * started.  With no page, the oldest item is the one. */
     size_t running = 0;
     bool idle = false;
-    if (w->shm != NULL && w->r.count > 0) {
+    /* A worker we killed for its oldest item (time limit, cf_kill_task)
+     * was killed for that item, even if it had not started it yet. */
+    if (w->shm != NULL && w->r.count > 0 && !w->timed_out && !w->killed_task) {
         uint64_t id1 = atomic_load(&w->shm->running_id);
         running = w->r.count;
         for (size_t i = 0; i < w->r.count; i++)
