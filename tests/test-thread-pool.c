@@ -11,6 +11,8 @@
  */
 #include "test.h"
 
+#include <sys/resource.h>
+
 #include <math.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -1295,16 +1297,60 @@ static void test_cooperative_cancel(void)
     ASSERT(!cf_request_cancel(NULL));
 }
 
-TEST_MAIN(T(test_submit_i64_f64), T(test_submit_str), T(test_submit_bytes_args),
-          T(test_submit_bytes_results), T(test_submit_borrow_arg),
-          T(test_task_raises), T(test_task_returns_nothing),
-          T(test_submit_bad_args), T(test_default_max_workers),
-          T(test_max_workers_negative), T(test_thread_names),
-          T(test_thread_names_truncated), T(test_saturation),
-          T(test_cancel_pending_not_running), T(test_release_before_done),
-          T(test_initializer), T(test_failing_initializer),
-          T(test_queue_fail_when_full), T(test_queue_blocks_when_full),
-          T(test_queue_many_blocked_submitters),
+/* No busy-waiting: a pool whose workers have nothing to do, and a thread
+ * blocked in cf_result, use no CPU once past their brief spin (about
+ * 20 us).  Measured as CPU time over 300 ms of wall time; a busy-waiting
+ * pool would burn about 600 ms there. */
+static void t_block_on_gate(cf_call *c)
+{
+    gate_pass((gate *)(uintptr_t)cf_arg_i64(c));
+}
+
+static void t_quick(cf_call *c)
+{
+    cf_return_i64(c, cf_arg_i64(c));
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void test_idle_uses_no_cpu(void)
+{
+    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){.max_workers = 2});
+    gate g = GATE_INIT;
+    cf_future *f = cf_submit_i64(ex, t_block_on_gate, (int64_t)(uintptr_t)&g);
+    gate_wait_for(&g, 1);
+    cf_future *idle = cf_submit_i64(ex, t_quick, 1); /* starts the 2nd worker */
+    ASSERT_OK(cf_result(idle, LONG_WAIT, NULL, NULL));
+    double before = cpu_seconds();
+    /* One worker blocked in a task, one idle, main blocked in cf_result. */
+    ASSERT_ST(cf_result(f, 0.3, NULL, NULL), CF_ETIMEDOUT);
+    double used = cpu_seconds() - before;
+    gate_open(&g);
+    ASSERT_OK(cf_result(f, LONG_WAIT, NULL, NULL));
+    cf_future_release(f);
+    cf_future_release(idle);
+    cf_executor_free(ex);
+    if (used > 0.1)
+        fprintf(stderr, "idle pool used %.3f s of CPU in 0.3 s\n", used);
+    ASSERT(used < 0.1);
+}
+
+TEST_MAIN(T(test_idle_uses_no_cpu), T(test_submit_i64_f64), T(test_submit_str),
+          T(test_submit_bytes_args), T(test_submit_bytes_results),
+          T(test_submit_borrow_arg), T(test_task_raises),
+          T(test_task_returns_nothing), T(test_submit_bad_args),
+          T(test_default_max_workers), T(test_max_workers_negative),
+          T(test_thread_names), T(test_thread_names_truncated),
+          T(test_saturation), T(test_cancel_pending_not_running),
+          T(test_release_before_done), T(test_initializer),
+          T(test_failing_initializer), T(test_queue_fail_when_full),
+          T(test_queue_blocks_when_full), T(test_queue_many_blocked_submitters),
           T(test_callbacks_run_in_worker), T(test_callback_on_cancel),
           T(test_callback_submits), T(test_cooperative_cancel),
           /* Last: it fails on the library as of this writing (a worker
