@@ -94,6 +94,8 @@ typedef struct process_pool {
     struct pworker **who;
 } process_pool;
 
+static void pool_free(process_pool *p);
+
 static process_pool *pool_of(cf_executor *ex)
 {
     return (process_pool *)ex;
@@ -757,8 +759,7 @@ static void *manager_main(void *arg)
         handle_death(p, w);
     }
     if (cf__manager_exit(&p->manager)) { /* freed from a callback here */
-        extern void cf__process_pool_free(process_pool * p);
-        cf__process_pool_free(p);
+        pool_free(p);
     }
     return NULL;
 }
@@ -840,8 +841,7 @@ static int pp_signal_workers(cf_executor *ex, int sig)
     return CF_OK;
 }
 
-void cf__process_pool_free(process_pool *p);
-void cf__process_pool_free(process_pool *p)
+static void pool_free(process_pool *p)
 {
     close(p->efd);
     pthread_mutex_destroy(&p->lock);
@@ -858,7 +858,7 @@ static void pp_destroy(cf_executor *ex)
 {
     process_pool *p = pool_of(ex);
     if (cf__manager_release(&p->manager))
-        cf__process_pool_free(p);
+        pool_free(p);
 }
 
 static const cf_executor_vtable process_pool_vtable = {
@@ -907,7 +907,7 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
     p->initarg_len = opts->initarg_len;
     if (opts->initializer != NULL) {
         if (cf__fnref_make(opts->initializer, &p->init_ref) != CF_OK) {
-            cf__process_pool_free(p);
+            pool_free(p);
             return cf__fail_null(CF_EINVAL);
         }
         p->has_init = true;
@@ -926,7 +926,7 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
     cf__executor_init(&p->base, &process_pool_vtable, n);
     pthread_mutex_init(&p->lock, NULL);
     if (cf__manager_start(&p->manager, &p->lock, manager_main, p) != CF_OK) {
-        cf__process_pool_free(p);
+        pool_free(p);
         return cf__fail_null(CF_ENOMEM);
     }
     return &p->base;
