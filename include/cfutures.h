@@ -512,10 +512,15 @@ CF_API int cf_trace_stop(void);
 /* Process pool                                                              */
 /* ------------------------------------------------------------------------ */
 
+/** The most workers a process pool may have: a larger max_workers is
+ *  CF_EINVAL (the default, the CPU count, is capped to it).  Per-worker
+ *  state is allocated as workers start, never for max_workers up front. */
+#define CF_PROCESS_POOL_MAX_WORKERS 4096
+
 /** Options of a process pool.  Zero-initialise; every zero means default. */
 typedef struct cf_process_pool_opts {
-    /** Worker processes; 0 means the CPUs this process may run on
-     *  (sched_getaffinity), as Python. */
+    /** Worker processes, 1 .. CF_PROCESS_POOL_MAX_WORKERS; 0 means the
+     *  CPUs this process may run on (sched_getaffinity), as Python. */
     int max_workers;
     /** Runs once in each worker before its first task, with a copy of
      *  initarg (initarg_len bytes).  A raise (cf_raise) or a crash breaks
@@ -555,7 +560,9 @@ typedef struct cf_process_pool_opts {
  *
  * Done callbacks of process-pool futures run on the pool's manager
  * thread: a callback must not block on another future of the same
- * process pool.  NULL on error (cf_last_error()).
+ * process pool.  NULL on error (cf_last_error()): CF_EINVAL (a negative
+ * option, max_workers above CF_PROCESS_POOL_MAX_WORKERS, max_retries above
+ * 255, an initializer in no loaded module), CF_ENOMEM.
  */
 CF_API cf_executor *cf_process_pool(const cf_process_pool_opts *opts);
 

@@ -80,7 +80,8 @@ typedef struct process_pool {
     int efd;
     cf_manager manager;
     /* manager-owned */
-    pworker *w;   /* max_workers slots */
+    pworker **w; /* nslots worker slots, allocated as workers start */
+    int nslots;
     int nworkers; /* slots in use (alive or starting) */
     char exe[PATH_MAX];
     cf_fnref init_ref;
@@ -90,7 +91,7 @@ typedef struct process_pool {
     int max_tasks_per_child;
     int max_retries;
     cf_fncache fncache;
-    struct pollfd *pfd; /* the manager's poll set: 2 per worker + 1 */
+    struct pollfd *pfd; /* the manager's poll set: 2 per slot + 1 */
     struct pworker **who;
 } process_pool;
 
@@ -559,12 +560,36 @@ static void handle_death(process_pool *p, pworker *w)
 /* The manager thread                                                        */
 /* ------------------------------------------------------------------------ */
 
+/* A slot for a new worker: a dead one, or a new one (the arrays grow as
+ * workers start, so a pool of many workers costs little until it uses
+ * them).  NULL when out of memory. */
 static pworker *free_slot(process_pool *p)
 {
-    for (int i = 0; i < p->base.max_workers; i++)
-        if (p->w[i].state == W_DEAD)
-            return &p->w[i];
-    return NULL;
+    for (int i = 0; i < p->nslots; i++)
+        if (p->w[i]->state == W_DEAD)
+            return p->w[i];
+    if (p->nslots == p->base.max_workers)
+        return NULL;
+    size_t n = (size_t)p->nslots + 1;
+    pworker **w = realloc(p->w, n * sizeof *w);
+    if (w == NULL)
+        return NULL;
+    p->w = w;
+    struct pollfd *pfd = realloc(p->pfd, (2 * n + 1) * sizeof *pfd);
+    if (pfd == NULL)
+        return NULL;
+    p->pfd = pfd;
+    pworker **who = realloc(p->who, (2 * n + 1) * sizeof *who);
+    if (who == NULL)
+        return NULL;
+    p->who = who;
+    pworker *slot = malloc(sizeof *slot);
+    if (slot == NULL)
+        return NULL;
+    memset(slot, 0, sizeof *slot);
+    worker_reset(slot);
+    p->w[p->nslots++] = slot;
+    return slot;
 }
 
 static void *manager_main(void *arg)
@@ -572,8 +597,6 @@ static void *manager_main(void *arg)
     process_pool *p = arg;
     cf__manager_enter(&p->manager);
     int max = p->base.max_workers;
-    struct pollfd *pfd = p->pfd;
-    pworker **who = p->who;
 
     pthread_mutex_lock(&p->lock);
     for (;;) {
@@ -581,16 +604,16 @@ static void *manager_main(void *arg)
         if (p->pending_signal != 0) {
             int sig = p->pending_signal;
             p->pending_signal = 0;
-            for (int i = 0; i < max; i++)
-                if (p->w[i].state != W_DEAD) {
-                    p->w[i].kill_signal = sig;
-                    kill(p->w[i].pid, sig);
+            for (int i = 0; i < p->nslots; i++)
+                if (p->w[i]->state != W_DEAD) {
+                    p->w[i]->kill_signal = sig;
+                    kill(p->w[i]->pid, sig);
                 }
         }
         if (p->cancel_check) {
             p->cancel_check = false;
-            for (int i = 0; i < max; i++)
-                apply_cancel(&p->w[i]);
+            for (int i = 0; i < p->nslots; i++)
+                apply_cancel(p->w[i]);
         }
         if (p->broken && p->q.head != NULL) {
             cf_future *all = cf__fq_take_all(&p->q);
@@ -605,8 +628,8 @@ static void *manager_main(void *arg)
          * holds at least a frame per worker: otherwise a short task could
          * sit behind a long one while another worker idles. */
         int idle = 0, ready = 0;
-        for (int i = 0; i < max; i++) {
-            pworker *w = &p->w[i];
+        for (int i = 0; i < p->nslots; i++) {
+            pworker *w = p->w[i];
             bool can = w->state == W_READY &&
                        (p->max_tasks_per_child == 0 ||
                         w->r.sent < (uint64_t)p->max_tasks_per_child);
@@ -621,8 +644,8 @@ static void *manager_main(void *arg)
         if (p->nworkers == max && ready == max && p->q.n >= (size_t)max &&
             p->ewma_ns > 0 && p->ewma_ns < PIPELINE_MAX_NS) {
             uint64_t now = cf__now_ns();
-            for (int i = 0; i < max && p->q.head != NULL; i++) {
-                pworker *w = &p->w[i];
+            for (int i = 0; i < p->nslots && p->q.head != NULL; i++) {
+                pworker *w = p->w[i];
                 /* Not behind a task that already runs long. */
                 if (now - w->r.head_start > 4 * p->ewma_ns + 50000)
                     continue;
@@ -654,8 +677,8 @@ static void *manager_main(void *arg)
             }
         }
         /* Retire workers that reached max_tasks_per_child. */
-        for (int i = 0; i < max; i++) {
-            pworker *w = &p->w[i];
+        for (int i = 0; i < p->nslots; i++) {
+            pworker *w = p->w[i];
             if (w->state == W_READY && p->max_tasks_per_child > 0 &&
                 w->r.sent >= (uint64_t)p->max_tasks_per_child &&
                 w->r.count == 0) {
@@ -664,8 +687,8 @@ static void *manager_main(void *arg)
             }
         }
         size_t busy = 0;
-        for (int i = 0; i < max; i++)
-            busy += p->w[i].r.count;
+        for (int i = 0; i < p->nslots; i++)
+            busy += p->w[i]->r.count;
         if (p->shutdown && p->q.head == NULL && busy == 0)
             break;
 
@@ -673,11 +696,13 @@ static void *manager_main(void *arg)
         p->manager_sleeping = true;
         pthread_mutex_unlock(&p->lock);
         int n = 0;
+        struct pollfd *pfd = p->pfd;
+        pworker **who = p->who;
         pfd[n] = (struct pollfd){.fd = p->efd, .events = POLLIN};
         who[n++] = NULL;
         uint64_t next_deadline = 0;
-        for (int i = 0; i < max; i++) {
-            pworker *w = &p->w[i];
+        for (int i = 0; i < p->nslots; i++) {
+            pworker *w = p->w[i];
             if (w->state == W_DEAD)
                 continue;
             if (w->fd >= 0) {
@@ -730,8 +755,8 @@ static void *manager_main(void *arg)
         }
         /* Time limits: kill the worker; its death settles the future. */
         uint64_t now = cf__now_ns();
-        for (int i = 0; i < max; i++) {
-            pworker *w = &p->w[i];
+        for (int i = 0; i < p->nslots; i++) {
+            pworker *w = p->w[i];
             if (w->state != W_DEAD && w->head_deadline &&
                 w->head_deadline <= now && !w->timed_out) {
                 w->timed_out = true;
@@ -743,11 +768,11 @@ static void *manager_main(void *arg)
     pthread_mutex_unlock(&p->lock);
 
     /* Shut the workers down: EOF on their socket makes them exit. */
-    for (int i = 0; i < max; i++)
-        if (p->w[i].state != W_DEAD && p->w[i].fd >= 0)
-            shutdown(p->w[i].fd, SHUT_WR);
-    for (int i = 0; i < max; i++) {
-        pworker *w = &p->w[i];
+    for (int i = 0; i < p->nslots; i++)
+        if (p->w[i]->state != W_DEAD && p->w[i]->fd >= 0)
+            shutdown(p->w[i]->fd, SHUT_WR);
+    for (int i = 0; i < p->nslots; i++) {
+        pworker *w = p->w[i];
         if (w->state == W_DEAD)
             continue;
         /* Give it a second to exit on its own, then SIGKILL. */
@@ -846,6 +871,8 @@ static void pool_free(process_pool *p)
     close(p->efd);
     pthread_mutex_destroy(&p->lock);
     cf__manager_fini(&p->manager);
+    for (int i = 0; i < p->nslots; i++)
+        free(p->w[i]);
     free(p->w);
     free(p->pfd);
     free(p->who);
@@ -876,32 +903,31 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
     static const cf_process_pool_opts defaults;
     if (opts == NULL)
         opts = &defaults;
-    if (opts->max_workers < 0 || opts->max_tasks_per_child < 0 ||
-        opts->max_retries < 0 || opts->max_retries > 255 ||
+    if (opts->max_workers < 0 ||
+        opts->max_workers > CF_PROCESS_POOL_MAX_WORKERS ||
+        opts->max_tasks_per_child < 0 || opts->max_retries < 0 ||
+        opts->max_retries > 255 ||
         (opts->initarg == NULL && opts->initarg_len > 0))
         return cf__fail_null(CF_EINVAL);
     int n = opts->max_workers ? opts->max_workers : cf__cpu_count();
     process_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return cf__fail_null(CF_ENOMEM);
-    p->w = calloc((size_t)n, sizeof *p->w);
-    p->pfd = calloc((size_t)(2 * n + 1), sizeof *p->pfd);
-    p->who = calloc((size_t)(2 * n + 1), sizeof *p->who);
+    if (n > CF_PROCESS_POOL_MAX_WORKERS) /* a machine with more CPUs */
+        n = CF_PROCESS_POOL_MAX_WORKERS;
+    p->pfd = calloc(1, sizeof *p->pfd); /* grown as workers start */
+    p->who = calloc(1, sizeof *p->who);
     p->initarg = malloc(opts->initarg_len ? opts->initarg_len : 1);
     p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (p->w == NULL || p->initarg == NULL || p->efd < 0 || p->pfd == NULL ||
-        p->who == NULL) {
+    if (p->initarg == NULL || p->efd < 0 || p->pfd == NULL || p->who == NULL) {
         if (p->efd >= 0)
             close(p->efd);
         free(p->pfd);
         free(p->who);
-        free(p->w);
         free(p->initarg);
         free(p);
         return cf__fail_null(CF_ENOMEM);
     }
-    for (int i = 0; i < n; i++)
-        worker_reset(&p->w[i]);
     if (opts->initarg_len)
         memcpy(p->initarg, opts->initarg, opts->initarg_len);
     p->initarg_len = opts->initarg_len;

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -412,6 +413,45 @@ static void test_default_max_workers(void)
     ASSERT(ex != NULL);
     ASSERT_EQ(cf_executor_max_workers(ex), CPU_COUNT(&set));
     cf_executor_free(ex);
+}
+
+/* Resident set size in KiB (/proc/self/statm, second field, in pages). */
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    ASSERT(f != NULL);
+    long size = 0, res = 0;
+    ASSERT(fscanf(f, "%ld %ld", &size, &res) == 2);
+    fclose(f);
+    return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* max_workers has a documented bound (issue 13, item 3): beyond it
+ * CF_EINVAL, never a signed overflow (INT_MAX once computed 2*n+1) or an
+ * allocation for every possible worker up front (1e6 took 172 MB).  A pool
+ * at the bound starts workers lazily and costs little until it uses them. */
+static void test_max_workers_bound(void)
+{
+    int bad[] = {CF_PROCESS_POOL_MAX_WORKERS + 1, 1000000, INT_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ASSERT(cf_process_pool(
+                   &(cf_process_pool_opts){.max_workers = bad[i]}) == NULL);
+        ASSERT_ST(cf_last_error(), CF_EINVAL);
+    }
+    enum { POOLS = 16 };
+    cf_executor *ex[POOLS];
+    long before = rss_kib();
+    for (int i = 0; i < POOLS; i++)
+        ex[i] = pool_n(CF_PROCESS_POOL_MAX_WORKERS);
+    long grew = rss_kib() - before;
+    /* Up-front per-worker state of 4096 slots was ~700 KiB a pool. */
+    ASSERT(grew < POOLS * 256);
+    ASSERT_EQ(cf_executor_max_workers(ex[0]), CF_PROCESS_POOL_MAX_WORKERS);
+    cf_future *f = cf_submit_i64(ex[0], t_square, 12);
+    check_square(f, 12);
+    cf_future_release(f);
+    for (int i = 0; i < POOLS; i++)
+        cf_executor_free(ex[i]);
 }
 
 /* The initializer runs once in each worker, with its argument, before the
@@ -1172,10 +1212,11 @@ static void test_free_from_callback(void)
 TEST_MAIN(T(test_parent_sigkill), T(test_free_from_callback),
           T(test_crash_segv), T(test_crash_abort), T(test_crash_exit3),
           T(test_time_limit), T(test_retries), T(test_max_tasks_per_child),
-          T(test_default_max_workers), T(test_initializer),
-          T(test_initializer_fails), T(test_spawn_under_lock_traffic),
-          T(test_no_fd_inheritance), T(test_sigint_ignored), T(test_no_zombies),
-          T(test_payloads), T(test_kill_workers), T(test_terminate_workers),
+          T(test_default_max_workers), T(test_max_workers_bound),
+          T(test_initializer), T(test_initializer_fails),
+          T(test_spawn_under_lock_traffic), T(test_no_fd_inheritance),
+          T(test_sigint_ignored), T(test_no_zombies), T(test_payloads),
+          T(test_kill_workers), T(test_terminate_workers),
           T(test_shutdown_within_hung), T(test_stop_workers_sent_ahead),
           T(test_shutdown_within_sent_ahead), T(test_crash_no_sigpipe),
           T(test_chaos_map))
