@@ -57,7 +57,7 @@ typedef struct then_ctx {
     deferred d;
     cf_future *ante; /* the future continued (a reference, once fired) */
     cf_future *next; /* the continuation's future (a reference) */
-    cf_executor *ex;
+    cf_executor *ex; /* a reference (cf__executor_retain), or NULL */
     cf_task_fn fn;
     unsigned flags;
 } then_ctx;
@@ -118,6 +118,7 @@ static void then_run(deferred *d)
     }
     cf_future_release(t->ante);
     cf_future_release(t->next);
+    cf__executor_release(t->ex);
     free(t);
 }
 
@@ -135,6 +136,7 @@ static void then_dropped(void *arg)
                     "cf_then: the future it continues was released before "
                     "it completed");
     cf_future_release(t->next);
+    cf__executor_release(t->ex);
     free(t);
 }
 
@@ -151,12 +153,15 @@ cf_future *cf_then(cf_future *f, cf_executor *ex, cf_task_fn fn, unsigned flags)
     }
     t->d.run = then_run;
     t->next = cf_future_retain(next);
-    t->ex = ex;
+    /* Held until the continuation fires: if the user frees ex first, the
+     * continuation finds it shut down (CF_ESHUTDOWN), not freed. */
+    t->ex = cf__executor_retain(ex);
     t->fn = fn;
     t->flags = flags;
     if (cf__add_callback(f, then_fired, t, then_dropped) != CF_OK) {
         cf_future_release(next);
         cf_future_release(next);
+        cf__executor_release(t->ex);
         free(t);
         return cf__fail_null(CF_ENOMEM);
     }

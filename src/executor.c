@@ -34,6 +34,8 @@ void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
     ex->vt = vt;
     ex->max_workers = max_workers;
     ex->id = atomic_fetch_add(&next_id, 1);
+    atomic_init(&ex->refs, 1); /* the user's */
+    atomic_init(&ex->no_wait, false);
     atomic_init(&ex->shut_down, false);
     atomic_init(&ex->hook, NULL);
 }
@@ -225,14 +227,32 @@ cf_future *cf_submit_str(cf_executor *ex, cf_task_fn fn, const char *s)
     return cf_submit_ex(ex, fn, s, strlen(s) + 1, NULL);
 }
 
+cf_executor *cf__executor_retain(cf_executor *ex)
+{
+    if (ex != NULL)
+        atomic_fetch_add_explicit(&ex->refs, 1, memory_order_relaxed);
+    return ex;
+}
+
+void cf__executor_release(cf_executor *ex)
+{
+    if (ex == NULL ||
+        atomic_fetch_sub_explicit(&ex->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    cf__hook_release(atomic_exchange(&ex->hook, NULL));
+    ex->vt->destroy(ex);
+}
+
 int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     if (ex == NULL)
         return CF_EINVAL;
     atomic_store_explicit(&ex->shut_down, true, memory_order_release);
     ex->vt->shutdown(ex, cancel_futures);
-    if (!wait)
+    if (!wait) {
+        atomic_store_explicit(&ex->no_wait, true, memory_order_relaxed);
         return CF_OK;
+    }
     cf_deadline forever = {.forever = true};
     return ex->vt->wait(ex, &forever);
 }
@@ -285,9 +305,12 @@ void cf_executor_free(cf_executor *ex)
 {
     if (ex == NULL)
         return;
-    cf_shutdown(ex, true, false);
-    cf__hook_release(atomic_exchange(&ex->hook, NULL));
-    ex->vt->destroy(ex);
+    /* After shutdown(wait=false) the workers finish on their own and the
+     * memory goes with the last of them (or the last map / continuation
+     * holding a reference). */
+    bool wait = !atomic_load_explicit(&ex->no_wait, memory_order_relaxed);
+    cf_shutdown(ex, wait, false);
+    cf__executor_release(ex);
 }
 
 int cf_executor_max_workers(const cf_executor *ex)

@@ -289,7 +289,12 @@ typedef struct cf_executor_vtable {
     void (*cancel_running)(struct cf_executor *ex, cf_future *f, bool force);
     /* Optional: sends sig to every worker process (terminate / kill). */
     int (*signal_workers)(struct cf_executor *ex, int sig);
-    /* Frees everything; the workers have exited. */
+    /* Frees everything.  Called once, when the last reference to the
+     * executor is dropped (cf__executor_release), possibly on one of the
+     * executor's own threads (a callback or a task released it).  The
+     * executor has been shut down and waited for, unless the user shut it
+     * down without waiting: then workers may still be running, and
+     * destroy must not block; the last of them frees the memory. */
     void (*destroy)(struct cf_executor *ex);
 } cf_executor_vtable;
 
@@ -308,6 +313,15 @@ CF_HIDDEN void cf__hook_call(cf_hook *h, cf_future *f, const cf_error *err);
 
 struct cf_executor {
     const cf_executor_vtable *vt;
+    /* References: the user's (dropped by cf_executor_free), and one per
+     * map and pending continuation that may still submit to it, so that
+     * neither ever touches freed memory: once the user has freed the
+     * executor they find it shut down (CF_ESHUTDOWN). */
+    _Atomic uint32_t refs;
+    /* cf_shutdown(ex, wait=false) was called: cf_executor_free returns at
+     * once, and the workers finish the queued work on their own (Python's
+     * shutdown(wait=False)). */
+    _Atomic bool no_wait;
     int max_workers;
     int id;                  /* 1, 2, ... in creation order (traces) */
     _Atomic bool shut_down;  /* set by cf_shutdown before the vtable call */
@@ -336,6 +350,11 @@ CF_HIDDEN cf_future *cf__submit(cf_executor *ex, cf_task_fn fn, const void *arg,
 
 CF_HIDDEN void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
                                  int max_workers);
+/** A reference that keeps the executor's memory valid (maps,
+ *  continuations).  ex may be NULL. */
+CF_HIDDEN cf_executor *cf__executor_retain(cf_executor *ex);
+/** Drops a reference; the last one destroys the executor. */
+CF_HIDDEN void cf__executor_release(cf_executor *ex);
 
 /* trace.c: the timeline (cf_trace_start).  cf__trace_on is the only cost
  * when tracing is off.  While a future is queued, its outcome is unused,

@@ -10,6 +10,7 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,7 @@
 #define MAX_GEN_WINDOW ((size_t)1 << 16)
 
 struct cf_map {
-    cf_executor *ex;
+    cf_executor *ex; /* a reference: the map may outlive the user's */
     cf_task_fn fn;
     /* input: an array, or a generator */
     const unsigned char *items;
@@ -38,35 +39,38 @@ struct cf_map {
     cf_progress progress;
 };
 
-/* Reads the next input; false at the end. */
-static bool next_input(cf_map *m, const void **data, size_t *len)
+/* Reads the next input: 1 an item, 0 the end, or a negative value the
+ * generator returned to report that the input failed (the end, too). */
+static int next_input(cf_map *m, const void **data, size_t *len)
 {
     if (m->input_done)
-        return false;
+        return 0;
     if (m->gen == NULL) {
         if (m->taken_in == m->n) {
             m->input_done = true;
-            return false;
+            return 0;
         }
         *data = m->items + m->taken_in * m->item_size;
         *len = m->item_size;
-    } else if (m->gen(m->gen_ctx, data, len) != 1) {
-        m->input_done = true;
-        return false;
+    } else {
+        int rc = m->gen(m->gen_ctx, data, len);
+        if (rc != 1) {
+            m->input_done = true;
+            return rc < 0 ? rc : 0;
+        }
     }
     m->taken_in++;
-    return true;
+    return 1;
 }
 
-/* A future that already ended with a submit error, so the error surfaces
- * at its position in the results. */
-static cf_future *failed_future(int status)
+/* A future that already ended with an error, so the error surfaces at its
+ * position in the results.  The map reports it where it stands; dropped
+ * unread when the map stops early, it is not an error nobody saw. */
+static cf_future *failed_future(int status, int code, const char *msg)
 {
     cf_future *f = cf__future_alloc();
     if (f != NULL) {
-        cf__future_fail(f, status, 0, "submit failed: %s", cf_strerror(status));
-        /* The map reports it where it stands; dropped unread when the map
-         * stops early, it is not an error nobody saw. */
+        cf__future_fail(f, status, code, "%s", msg);
         atomic_fetch_or(&f->state, FS_OBSERVED);
     }
     return f;
@@ -78,11 +82,23 @@ static void fill(cf_map *m)
     while (m->count < m->cap) {
         const void *data;
         size_t len;
-        if (!next_input(m, &data, &len))
+        char msg[96];
+        cf_future *f;
+        int in = next_input(m, &data, &len);
+        if (in == 0)
             return;
-        cf_future *f = cf__submit(m->ex, m->fn, data, len, NULL, m->chunk);
-        if (f == NULL)
-            f = failed_future(cf_last_error());
+        if (in < 0) { /* the input raised: that error, then the end */
+            snprintf(msg, sizeof msg,
+                     "the map's input failed (its generator returned %d)", in);
+            f = failed_future(CF_ETASK, in, msg);
+        } else {
+            f = cf__submit(m->ex, m->fn, data, len, NULL, m->chunk);
+            if (f == NULL) {
+                int st = cf_last_error();
+                snprintf(msg, sizeof msg, "submit failed: %s", cf_strerror(st));
+                f = failed_future(st, 0, msg);
+            }
+        }
         if (f == NULL) { /* not even room for the error: stop the input */
             m->input_done = true;
             return;
@@ -120,7 +136,7 @@ static cf_map *map_new(cf_executor *ex, cf_task_fn fn, const cf_map_opts *opts,
         free(m);
         return cf__fail_null(CF_ESHUTDOWN);
     }
-    m->ex = ex;
+    m->ex = cf__executor_retain(ex);
     m->fn = fn;
     m->continue_on_error = opts->continue_on_error;
     cf__deadline(opts->timeout > 0 ? opts->timeout : CF_FOREVER, &m->deadline);
@@ -139,6 +155,7 @@ static cf_map *map_new(cf_executor *ex, cf_task_fn fn, const cf_map_opts *opts,
     cf__progress_init(&m->progress, opts->progress, m->gen ? 0 : m->n);
     m->ring = malloc(cap * sizeof *m->ring);
     if (m->ring == NULL) {
+        cf__executor_release(m->ex);
         free(m);
         return cf__fail_null(CF_ENOMEM);
     }
@@ -235,6 +252,7 @@ void cf_map_free(cf_map *m)
         return;
     cancel_rest(m);
     cf_future_release(m->current);
+    cf__executor_release(m->ex);
     free(m->ring);
     free(m);
 }

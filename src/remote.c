@@ -284,12 +284,16 @@ int cf__manager_wait(cf_manager *m, const cf_deadline *d)
 
 bool cf__manager_release(cf_manager *m)
 {
-    if (cf__manager_is_self(m)) { /* freed from a callback on the manager */
-        pthread_mutex_lock(m->lock);
+    /* Freed from a callback on the manager, or after a shutdown that did
+     * not wait (the manager still runs the queued work): the manager frees
+     * the pool as it exits (cf__manager_exit). */
+    pthread_mutex_lock(m->lock);
+    bool running = !m->done || cf__manager_is_self(m);
+    if (running)
         m->orphaned = true;
-        pthread_mutex_unlock(m->lock);
+    pthread_mutex_unlock(m->lock);
+    if (running)
         return false;
-    }
     pthread_join(m->thread, NULL);
     return true;
 }

@@ -80,7 +80,8 @@ typedef struct cf_manager {
     pthread_mutex_t *lock;
     pthread_cond_t done_cv;
     bool done;     /* the manager has finished */
-    bool orphaned; /* the pool was freed from a callback on the manager */
+    bool orphaned; /* the pool was freed while the manager ran: it frees
+                      the pool as it exits */
 } cf_manager;
 
 /* Starts fn(arg) as the manager: CF_OK or CF_ENOMEM. */

@@ -386,25 +386,25 @@ static int tp_wait(cf_executor *ex, const cf_deadline *d)
 static void tp_destroy(cf_executor *ex)
 {
     thread_pool *p = pool_of(ex);
-    worker *self = self_in(p);
-    /* Only this thread (if it is ours) and threads inside cf_shutdown(wait)
-     * of their own pool can still be alive: the latter are about to exit. */
-    for (int i = 0; i < p->nthreads; i++) {
-        worker *w = &p->workers[i];
-        if (w == self)
-            continue;
-        if (w->started)
-            pthread_join(w->tid, NULL);
-    }
-    if (self != NULL) {
-        /* Freed from a task or callback on one of our own threads: this
-         * thread frees the pool when it leaves its loop. */
-        pthread_detach(self->tid);
-        pthread_mutex_lock(&p->lock);
+    /* Threads still run when this is one of them (freed from a task or
+     * callback) or when the pool was shut down without waiting: they
+     * finish the queued work, and the last one to leave its loop frees the
+     * pool.  The threads are detached under the lock, before any of them
+     * can see `orphaned` and free the pool. */
+    pthread_mutex_lock(&p->lock);
+    bool running = p->alive > 0;
+    if (running) {
+        for (int i = 0; i < p->nthreads; i++)
+            if (p->workers[i].started)
+                pthread_detach(p->workers[i].tid);
         p->orphaned = true;
-        pthread_mutex_unlock(&p->lock);
-        return;
     }
+    pthread_mutex_unlock(&p->lock);
+    if (running)
+        return;
+    for (int i = 0; i < p->nthreads; i++)
+        if (p->workers[i].started)
+            pthread_join(p->workers[i].tid, NULL);
     free_pool(p);
 }
 

@@ -196,6 +196,61 @@ static void test_map_gen(void)
     cf_executor_free(ex);
 }
 
+/* A generator whose input fails (Python: the iterable raises) after
+ * `fail_after` items, returning `code` (negative). */
+typedef struct failing_gen {
+    int64_t next, fail_after, cur;
+    int code, calls_after_failure;
+} failing_gen;
+
+static int gen_failing(void *ctx, const void **data, size_t *len)
+{
+    failing_gen *g = ctx;
+    if (g->next >= g->fail_after) {
+        if (g->next++ > g->fail_after)
+            g->calls_after_failure++;
+        return g->code;
+    }
+    g->cur = g->next++;
+    *data = &g->cur;
+    *len = sizeof g->cur;
+    return 1;
+}
+
+/* A failing input is not the end of the input: the map yields the items
+ * read before the failure, then that error (CF_ETASK with the generator's
+ * value as its code), then ends, in both error modes, and never calls the
+ * generator again.  Before, the map ended silently, cut short. */
+static void test_map_gen_error(void)
+{
+    cf_executor *ex = pool(2);
+    for (int mode = 0; mode < 2; mode++) {
+        for (int64_t at = 0; at < 40; at += 13) {
+            failing_gen g = {.fail_after = at, .code = -42};
+            cf_map *m = cf_map_gen(ex, t_square, gen_failing, &g,
+                                   &(cf_map_opts){.buffersize = 4,
+                                                  .continue_on_error = mode});
+            ASSERT(m);
+            int64_t v;
+            for (int64_t i = 0; i < at; i++) {
+                ASSERT_OK(cf_map_next_i64(m, &v));
+                ASSERT_EQ(v, i * i);
+            }
+            cf_future *f;
+            ASSERT_ST(cf_map_next(m, &f), CF_ETASK);
+            cf_error e;
+            ASSERT_OK(cf_exception(f, 0, &e));
+            ASSERT_EQ(e.code, -42);
+            ASSERT(strstr(e.message, "input") != NULL);
+            ASSERT_ST(cf_map_next(m, NULL), CF_END);
+            ASSERT_ST(cf_map_next(m, NULL), CF_END);
+            ASSERT_EQ(g.calls_after_failure, 0);
+            cf_map_free(m);
+        }
+    }
+    cf_executor_free(ex);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -770,7 +825,7 @@ static void test_map_after_shutdown_no_hang(void)
 }
 
 TEST_MAIN(T(test_map_order), T(test_map_next_future), T(test_map_array),
-          T(test_map_gen), T(test_map_error_position),
+          T(test_map_gen), T(test_map_gen_error), T(test_map_error_position),
           T(test_map_fail_fast_stops), T(test_map_continue_on_error),
           T(test_map_timeout), T(test_map_timeout_cancels_current),
           T(test_map_timeout_first), T(test_map_bad_timeout),

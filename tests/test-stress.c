@@ -242,6 +242,13 @@ static void test_stress_pool_cycles(void)
         else if (how == 3)
             ASSERT_OK(cf_shutdown(ex, false, false));
         cf_executor_free(ex);
+        /* After a shutdown that did not wait, free does not wait either
+         * (Python's shutdown(wait=False)): the work ends on its own. */
+        ASSERT_OK(cf_wait(fs, N, LONG_WAIT, CF_ALL_COMPLETED, NULL, NULL, NULL,
+                          NULL));
+        double until = now_s() + LONG_WAIT; /* callbacks run after done */
+        while (atomic_load(&cbs) < N && now_s() < until)
+            sched_yield();
         int cancelled = 0;
         for (int i = 0; i < N; i++) {
             ASSERT(cf_done(fs[i]));
