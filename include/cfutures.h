@@ -384,7 +384,8 @@ enum {
 /** Per-task options for cf_submit_ex.  Zero-initialise. */
 typedef struct cf_task_opts {
     unsigned flags;    /**< CF_BORROW_ARG, CF_NOWAIT */
-    double time_limit; /**< seconds the task may run; 0 = none.  Process
+    double time_limit; /**< seconds the task may run; 0 or CF_FOREVER =
+                          none.  Process
                           pool only: the worker is killed and the future
                           ends with CF_ETIMEDOUT.  Thread and MPI pools
                           accept it and ignore it (a thread cannot be
@@ -421,16 +422,29 @@ CF_API cf_future *cf_submit_str(cf_executor *ex, cf_task_fn fn, const char *s);
  * CF_ESHUTDOWN.  With cancel_futures, every task still queued is
  * cancelled.  With wait, blocks until every running and queued task has
  * ended and the workers have exited (a pool thread calling it for its own
- * pool waits for the others only).  Safe to call more than once and from a
- * done callback.  Returns CF_OK or CF_EINVAL.
+ * pool waits for the others only).  Without wait, returns at once; the
+ * queued work still runs, and a later cf_executor_free does not wait for
+ * it either (Python's shutdown(wait=False)).  Safe to call more than once
+ * and from a done callback.  Returns CF_OK or CF_EINVAL.
  */
 CF_API int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
 
 /**
  * Shuts down (as cf_shutdown(ex, true, false) unless already shut down
  * with cancel_futures) and frees the executor: what was queued still
- * runs, so no future is left pending.  Futures outlive their executor.
- * NULL is ignored.  Blocks until the workers have exited.
+ * runs, so no future is left pending.  Blocks until the workers have
+ * exited, except after cf_shutdown(ex, false, ...): then it returns at
+ * once, the workers finish the queued work, and the last of them reclaims
+ * the executor's memory.  NULL is ignored.
+ *
+ * What outlives the executor: its futures (readable, waitable, releasable
+ * on any thread); a cf_map over it (cf_map_next goes on with the items
+ * already submitted; an item that was still to be submitted ends with
+ * CF_ESHUTDOWN, which in fail-fast mode ends the map); a cf_then
+ * continuation to run on it (when its input completes, the continuation's
+ * future ends with CF_ESHUTDOWN instead of running).  Each of them keeps
+ * the executor's memory alive until it is freed or has fired, so none
+ * touches freed memory.  Using `ex` itself after this call is undefined.
  */
 CF_API void cf_executor_free(cf_executor *ex);
 
@@ -455,7 +469,8 @@ CF_API int cf_terminate_workers(cf_executor *ex);
 /** As cf_terminate_workers, with SIGKILL. */
 CF_API int cf_kill_workers(cf_executor *ex);
 
-/** Maximum number of workers of the executor. */
+/** Maximum number of workers of the executor (>= 1), or CF_EINVAL
+ *  (negative) if ex is NULL.  Never blocks. */
 CF_API int cf_executor_max_workers(const cf_executor *ex);
 
 /** Counters of an executor (cf_executor_stats).  They add up:
@@ -500,8 +515,11 @@ CF_API void cf_set_default_error_hook(cf_error_hook fn, void *arg);
  * queued, started and ended, on which worker.  cf_trace_stop writes it to
  * `path` in the Trace Event JSON format (open it in ui.perfetto.dev or
  * chrome://tracing).  Setting CFUTURES_TRACE=path in the environment does
- * the same for the whole run (written at exit).  When off, recording costs
- * one relaxed atomic load per task.  CF_OK, CF_EINVAL, CF_ENOMEM.
+ * the same for the whole run (written at exit; if the path cannot be
+ * written, one line on stderr says so and nothing is recorded).  When off,
+ * recording costs one relaxed atomic load per task.  The file is created
+ * (empty) at once: CF_EINVAL if path is NULL, empty or cannot be written;
+ * CF_OK; CF_ENOMEM.
  */
 CF_API int cf_trace_start(const char *path);
 /** Stops recording and writes the file: CF_OK, CF_ESTATE if not
@@ -655,8 +673,11 @@ enum {
  * f passes to the new future without running fn (unless CF_THEN_ALWAYS).
  * No thread blocks waiting for f; chains of any length use constant stack.
  * If f is released while still pending, the new future ends with
- * CF_EBROKEN.  The caller owns the returned future; f may be released at
- * once.  NULL on error (cf_last_error(): CF_EINVAL, CF_ENOMEM).
+ * CF_EBROKEN.  If ex is shut down or freed before f completes, the new
+ * future ends with CF_ESHUTDOWN and fn does not run (ex may be freed at
+ * any time: the continuation keeps its memory valid until it fires).
+ * The caller owns the returned future; f may be released at once.  NULL on
+ * error (cf_last_error(): CF_EINVAL, CF_ENOMEM).
  */
 CF_API cf_future *cf_then(cf_future *f, cf_executor *ex, cf_task_fn fn,
                           unsigned flags);
@@ -714,7 +735,8 @@ typedef struct cf_map_opts {
  * items (copied item by item as tasks are submitted; items must stay valid
  * until cf_map_free).  NULL on error (cf_last_error(): CF_EINVAL,
  * CF_ESHUTDOWN, CF_ENOMEM).  A submit that fails later (the executor shut
- * down meanwhile) surfaces as that item's error in cf_map_next.
+ * down or freed meanwhile: the map keeps the executor's memory valid)
+ * surfaces as that item's error (CF_ESHUTDOWN) in cf_map_next.
  */
 CF_API cf_map *cf_map_array(cf_executor *ex, cf_task_fn fn, const void *items,
                             size_t item_size, size_t n,
@@ -726,7 +748,12 @@ CF_API cf_map *cf_map_i64(cf_executor *ex, cf_task_fn fn, const int64_t *items,
 /**
  * An input generator for cf_map_gen: stores the next item (borrowed until
  * the next call) in *data / *len and returns 1, or returns 0 at the end.
- * Called from the thread that calls cf_map_gen / cf_map_next.
+ * To report that the input itself failed (Python: the iterable raised),
+ * return a negative value: the map yields the items read before it, then
+ * one more item that fails with CF_ETASK, whose cf_error.code is that
+ * value, then ends (the generator is not called again).  Any other return
+ * value counts as the end.  Called from the thread that calls cf_map_gen /
+ * cf_map_next.
  */
 typedef int (*cf_input_fn)(void *ctx, const void **data, size_t *len);
 /** Maps fn over a lazily pulled input: only buffersize items are read

@@ -159,15 +159,17 @@ int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
         return CF_EINVAL;
     if (opts == NULL)
         opts = &none;
-    if (!(opts->time_limit >= 0) || opts->time_limit > 1e9 ||
-        opts->retries < 0 || opts->retries > 255)
+    /* CF_FOREVER is the library's own "no limit", as 0 is. */
+    double limit = opts->time_limit == CF_FOREVER ? 0 : opts->time_limit;
+    if (!(limit >= 0) || limit > 1e9 || opts->retries < 0 ||
+        opts->retries > 255)
         return CF_EINVAL;
     if (atomic_load_explicit(&ex->shut_down, memory_order_acquire))
         return CF_ESHUTDOWN;
     f->fn = fn;
     f->ex = ex;
     f->retries = (uint8_t)opts->retries;
-    f->time_limit = (float)opts->time_limit;
+    f->time_limit = (float)limit;
     f->chunk = (uint16_t)(chunk > 65535 ? 65535 : chunk);
     if (cf__future_set_arg(f, arg, len, opts->flags & CF_BORROW_ARG) != CF_OK)
         return CF_ENOMEM;

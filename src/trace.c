@@ -143,6 +143,12 @@ int cf_trace_start(const char *file)
 {
     if (file == NULL || *file == '\0')
         return CF_EINVAL;
+    /* Say now, not at the end of the run, that the file cannot be
+     * written (it is created empty, and written by cf_trace_stop). */
+    FILE *probe = fopen(file, "w");
+    if (probe == NULL)
+        return CF_EINVAL;
+    fclose(probe);
     char *copy = strdup(file);
     if (copy == NULL)
         return CF_ENOMEM;
@@ -176,8 +182,9 @@ int cf_trace_stop(void)
 
 static void trace_at_exit(void)
 {
-    if (atomic_load(&cf__trace_on))
-        cf_trace_stop();
+    if (atomic_load(&cf__trace_on) && cf_trace_stop() == CF_EINVAL)
+        fprintf(stderr, "cfutures: CFUTURES_TRACE: the timeline could not "
+                        "be written\n");
 }
 
 __attribute__((constructor)) static void trace_from_env(void)
@@ -187,4 +194,9 @@ __attribute__((constructor)) static void trace_from_env(void)
         return;
     if (cf_trace_start(p) == CF_OK)
         atexit(trace_at_exit);
+    else /* one line, so that a typo in the path is not silent */
+        fprintf(stderr,
+                "cfutures: CFUTURES_TRACE=%s: cannot write it (%m); "
+                "no timeline will be recorded\n",
+                p);
 }

@@ -135,6 +135,24 @@ static void test_bad_timeouts(void)
     cf_future_release(f);
 }
 
+/* CF_FOREVER is the library's own "no limit": a time limit of CF_FOREVER
+ * is accepted, as 0 is, on every executor (it was CF_EINVAL). */
+static void test_time_limit_forever(void)
+{
+    cf_executor *exs[2] = {
+        cf_thread_pool(&(cf_thread_pool_opts){.max_workers = 1}),
+        cf_process_pool(&(cf_process_pool_opts){.max_workers = 1})};
+    for (int i = 0; i < 2; i++) {
+        ASSERT(exs[i] != NULL);
+        cf_future *f = cf_submit_ex(exs[i], ok_task, NULL, 0,
+                                    &(cf_task_opts){.time_limit = CF_FOREVER});
+        ASSERT(f != NULL);
+        ASSERT_OK(cf_result(f, LONG_WAIT, NULL, NULL));
+        cf_future_release(f);
+        cf_executor_free(exs[i]);
+    }
+}
+
 /* Invalid enum values, counts and option values. */
 static void test_invalid_values(void)
 {
@@ -256,5 +274,6 @@ static void test_huge_counts(void)
     cf_future_release(f);
 }
 
-TEST_MAIN(T(test_null_handles), T(test_bad_timeouts), T(test_invalid_values),
+TEST_MAIN(T(test_null_handles), T(test_bad_timeouts),
+          T(test_time_limit_forever), T(test_invalid_values),
           T(test_shutdown_twice), T(test_callback_reentry), T(test_huge_counts))

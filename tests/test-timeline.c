@@ -77,6 +77,39 @@ static void test_trace_one_event_per_task(void)
     ASSERT_ST(cf_trace_start(NULL), CF_EINVAL);
 }
 
+/* Does nothing: run by test_trace_unwritable_path in a child process. */
+static void test_trace_noop(void)
+{
+}
+
+/* An unwritable trace path is never silent: cf_trace_start fails with
+ * CF_EINVAL (and records nothing), and CFUTURES_TRACE prints one line on
+ * stderr at start-up. */
+static void test_trace_unwritable_path(void)
+{
+    const char *bad = "/nonexistent-cf-dir/trace.json";
+    ASSERT_ST(cf_trace_start(bad), CF_EINVAL);
+    ASSERT_ST(cf_trace_stop(), CF_ESTATE);
+
+    char self[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    ASSERT(n > 0);
+    self[n] = '\0';
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd,
+             "CFUTURES_TRACE=%s '%s' test_trace_noop 2>&1 >/dev/null", bad,
+             self);
+    FILE *p = popen(cmd, "r");
+    ASSERT(p != NULL);
+    char out[1024] = "";
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = '\0';
+    ASSERT_EQ(pclose(p), 0);
+    ASSERT(strstr(out, "CFUTURES_TRACE") != NULL);
+    ASSERT(strstr(out, bad) != NULL);
+    ASSERT(strchr(out, '\n') == out + strlen(out) - 1); /* one line */
+}
+
 /* The progress bar draws on stderr when forced; the last line shows the
  * total. */
 static void test_progress_bar(void)
@@ -189,5 +222,6 @@ static void test_kill_task(void)
     cf_executor_free(t);
 }
 
-TEST_MAIN(T(test_trace_one_event_per_task), T(test_progress_bar),
+TEST_MAIN(T(test_trace_one_event_per_task), T(test_trace_noop),
+          T(test_trace_unwritable_path), T(test_progress_bar),
           T(test_cooperative_cancel), T(test_kill_task))
