@@ -643,6 +643,24 @@ CF_API int cf_as_completed_next(cf_as_completed *it, cf_future **out);
  */
 CF_API size_t cf_as_completed_drain(cf_as_completed *it, cf_future **out,
                                     size_t max);
+/**
+ * A file descriptor for event loops (epoll, poll, libuv's uv_poll_t, GLib):
+ * it is readable exactly while at least one done future waits to be taken
+ * with cf_as_completed_drain (or _next).  Watch it for readability, then
+ * drain until drain returns 0; the fd stops being readable once the queue
+ * is empty.  Do not read or write it yourself.
+ *
+ * An eventfd (EFD_NONBLOCK | EFD_CLOEXEC), made on the first call (later
+ * calls return the same fd), owned by the iterator and closed by
+ * cf_as_completed_free (remove it from your loop first).  Costs: none
+ * until asked for; then one write when the queue becomes non-empty and
+ * one read when it is emptied, never one per future.  The overall timeout
+ * of cf_as_completed_new is not signalled on the fd: an event loop keeps
+ * its own timers.  Returns the fd, CF_EINVAL (NULL it) or CF_ENOMEM (no
+ * descriptor could be made).  Never blocks.
+ */
+CF_API int cf_as_completed_fd(cf_as_completed *it);
+
 /** Number of futures not yet yielded. */
 CF_API size_t cf_as_completed_pending(const cf_as_completed *it);
 /**

@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
 /* A set of pointers (open addressing), for "the same future counts once"    */
@@ -323,11 +325,34 @@ struct cf_as_completed {
     size_t cap, head, tail;
     size_t total;
     cf_progress progress;
+    /* cf_as_completed_fd: an eventfd, -1 until asked for.  It is readable
+     * exactly while the queue holds a future (head < tail): written once
+     * when the queue becomes non-empty, read once when it is emptied, so
+     * a busy stream of completions costs no system call per future.
+     * Guarded by w.lock, as the queue. */
+    int efd;
+    bool efd_set;
 };
 
 static void ac_push_locked(cf_as_completed *it, cf_future *f)
 {
     it->ready[it->tail++] = f;
+    if (it->efd >= 0 && !it->efd_set) {
+        uint64_t one = 1;
+        if (write(it->efd, &one, sizeof one) == (ssize_t)sizeof one)
+            it->efd_set = true;
+    }
+}
+
+/* w.lock held, after taking from the queue: the fd stops being readable
+ * once the queue is empty. */
+static void ac_took_locked(cf_as_completed *it)
+{
+    if (it->efd_set && it->head == it->tail) {
+        uint64_t v;
+        if (read(it->efd, &v, sizeof v) == (ssize_t)sizeof v)
+            it->efd_set = false;
+    }
 }
 
 static void ac_notify(cf_listener *l, cf_future *f)
@@ -405,6 +430,7 @@ cf_as_completed *cf_as_completed_new(cf_future *const *fs, size_t n,
     cf_as_completed *it = calloc(1, sizeof *it);
     if (it == NULL)
         return cf__fail_null(CF_ENOMEM);
+    it->efd = -1;
     if (cf__deadline(timeout, &it->deadline) != CF_OK) {
         free(it);
         return cf__fail_null(CF_EINVAL);
@@ -430,6 +456,7 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out)
     for (;;) {
         if (it->head < it->tail) {
             *out = it->ready[it->head++];
+            ac_took_locked(it);
             cf__progress_update(&it->progress, it->head, false);
             break;
         }
@@ -461,9 +488,33 @@ size_t cf_as_completed_drain(cf_as_completed *it, cf_future **out, size_t max)
     if (k > 0) {
         memcpy(out, it->ready + it->head, k * sizeof *out);
         it->head += k;
+        ac_took_locked(it);
+        cf__progress_update(&it->progress, it->head, it->head == it->total);
     }
     pthread_mutex_unlock(&it->w.lock);
     return k;
+}
+
+int cf_as_completed_fd(cf_as_completed *it)
+{
+    if (it == NULL)
+        return CF_EINVAL;
+    pthread_mutex_lock(&it->w.lock);
+    if (it->efd < 0) {
+        it->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (it->efd < 0) { /* EMFILE, ENFILE, ENOMEM: out of resources */
+            pthread_mutex_unlock(&it->w.lock);
+            return CF_ENOMEM;
+        }
+        if (it->head < it->tail) { /* already something to take */
+            uint64_t one = 1;
+            if (write(it->efd, &one, sizeof one) == (ssize_t)sizeof one)
+                it->efd_set = true;
+        }
+    }
+    int fd = it->efd;
+    pthread_mutex_unlock(&it->w.lock);
+    return fd;
 }
 
 void cf_as_completed_progress(cf_as_completed *it, const char *label)
@@ -501,6 +552,8 @@ void cf_as_completed_free(cf_as_completed *it)
         c = next;
     }
     waiter_fini(&it->w);
+    if (it->efd >= 0)
+        close(it->efd);
     free(it->seen.slots);
     free(it->ready);
     free(it);
