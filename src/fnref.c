@@ -15,6 +15,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,82 @@ static bool in_exec_segment(const struct dl_phdr_info *info, uintptr_t off)
     return false;
 }
 
+/*
+ * A module that was dlopen'ed by a relative path ("./plug/libtask.so") is
+ * named by that path in the loader's list, which means nothing to a worker
+ * started after the program changed directory.  Such names are sent as the
+ * absolute path of the file the kernel mapped (/proc/self/maps), looked up
+ * once per module and kept for the life of the process (a few bytes each).
+ */
+typedef struct abs_name {
+    struct abs_name *next;
+    uintptr_t base;  /* the module's load address */
+    const char *rel; /* the loader's name for it */
+    char path[];
+} abs_name;
+
+static pthread_mutex_t abs_lock = PTHREAD_MUTEX_INITIALIZER;
+static abs_name *abs_names;
+
+/* The path of the file mapped at addr, from /proc/self/maps. */
+static bool mapped_path(uintptr_t addr, char *out, size_t len)
+{
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps == NULL)
+        return false;
+    bool found = false;
+    char line[4096 + 128];
+    while (!found && fgets(line, sizeof line, maps) != NULL) {
+        unsigned long lo, hi;
+        int path_at = 0;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &path_at) <
+                2 ||
+            path_at == 0 || addr < lo || addr >= hi || line[path_at] != '/')
+            continue;
+        char *nl = strchr(line + path_at, '\n');
+        if (nl != NULL)
+            *nl = '\0';
+        found = snprintf(out, len, "%s", line + path_at) < (int)len;
+    }
+    fclose(maps);
+    return found;
+}
+
+/* The name to send for a module: its loader name if that is absolute (or
+ * empty: the main program), else its absolute path (NULL if unknown). */
+static const char *module_name(const struct dl_phdr_info *info)
+{
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    if (name[0] == '\0' || name[0] == '/')
+        return name;
+    uintptr_t first = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_LOAD) {
+            first = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
+            break;
+        }
+    pthread_mutex_lock(&abs_lock);
+    const char *found = NULL;
+    for (abs_name *a = abs_names; a != NULL && found == NULL; a = a->next)
+        if (a->base == info->dlpi_addr && strcmp(a->rel, name) == 0)
+            found = a->path;
+    char path[4096];
+    if (found == NULL && mapped_path(first, path, sizeof path)) {
+        size_t n = strlen(path) + 1;
+        abs_name *a = malloc(sizeof *a + n);
+        if (a != NULL) {
+            a->base = info->dlpi_addr;
+            a->rel = name;
+            memcpy(a->path, path, n);
+            a->next = abs_names;
+            abs_names = a;
+            found = a->path;
+        }
+    }
+    pthread_mutex_unlock(&abs_lock);
+    return found != NULL ? found : name;
+}
+
 typedef struct make_ctx {
     uintptr_t addr;
     cf_fnref *out;
@@ -76,7 +153,7 @@ static int make_cb(struct dl_phdr_info *info, size_t size, void *arg)
     if (m->addr < info->dlpi_addr ||
         !in_exec_segment(info, m->addr - info->dlpi_addr))
         return 0;
-    m->out->module = info->dlpi_name ? info->dlpi_name : "";
+    m->out->module = module_name(info);
     m->out->module_len = strlen(m->out->module);
     m->out->offset = m->addr - info->dlpi_addr;
     find_build_id(info, &m->out->build_id, &m->out->build_id_len);
@@ -102,14 +179,21 @@ static int resolve_cb(struct dl_phdr_info *info, size_t size, void *arg)
     (void)size;
     resolve_ctx *r = arg;
     const char *name = info->dlpi_name ? info->dlpi_name : "";
-    if (strlen(name) != r->ref->module_len ||
-        memcmp(name, r->ref->module, r->ref->module_len) != 0)
-        return 0;
     const uint8_t *id;
     size_t len;
     find_build_id(info, &id, &len);
-    if (len != r->ref->build_id_len ||
-        (len > 0 && memcmp(id, r->ref->build_id, len) != 0)) {
+    bool same_id = len > 0 && len == r->ref->build_id_len &&
+                   memcmp(id, r->ref->build_id, len) == 0;
+    bool same_name = strlen(name) == r->ref->module_len &&
+                     memcmp(name, r->ref->module, r->ref->module_len) == 0;
+    /* A build-id names the file's contents, whatever path loaded it here
+     * (the worker may know the module by another, relative, name); the
+     * main program ("") only ever matches the main program. */
+    if (same_id && (name[0] == '\0') != (r->ref->module_len == 0))
+        same_id = false;
+    if (!same_id && !same_name)
+        return 0;
+    if (!same_id && (len > 0 || r->ref->build_id_len > 0)) {
         r->why = 1;
         return 0; /* maybe another module of the same name matches */
     }
@@ -127,25 +211,33 @@ int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn, char *err,
 {
     resolve_ctx r = {.ref = ref};
     dl_iterate_phdr(resolve_cb, &r);
+    char loaderr[512] = "";
     if (r.why == 0 && ref->module_len > 0 && ref->module_len < 4096) {
         /* A module the parent had loaded (dlopen) and we have not. */
         char path[4096];
         memcpy(path, ref->module, ref->module_len);
         path[ref->module_len] = '\0';
-        if (dlopen(path, RTLD_NOW | RTLD_NOLOAD) == NULL &&
-            dlopen(path, RTLD_NOW) != NULL)
-            dl_iterate_phdr(resolve_cb, &r);
+        if (dlopen(path, RTLD_NOW | RTLD_NOLOAD) == NULL) {
+            if (dlopen(path, RTLD_NOW) != NULL) {
+                dl_iterate_phdr(resolve_cb, &r);
+            } else {
+                const char *e = dlerror();
+                snprintf(loaderr, sizeof loaderr, " (dlopen: %s)",
+                         e ? e : "failed");
+            }
+        }
     }
     static const char *why[] = {
-        "its module is not loaded in the worker",
+        "its module is not loaded in the worker and could not be loaded "
+        "from that path",
         "its module's build-id differs in the worker",
         "its offset is not in an executable segment",
     };
     if (r.why != 3) {
-        snprintf(err, errlen, "refused function %.*s+0x%llx: %s",
+        snprintf(err, errlen, "refused function %.*s+0x%llx: %s%s",
                  (int)(ref->module_len ? ref->module_len : 6),
                  ref->module_len ? ref->module : "<main>",
-                 (unsigned long long)ref->offset, why[r.why]);
+                 (unsigned long long)ref->offset, why[r.why], loaderr);
         return CF_EINVAL;
     }
     *fn = (cf_task_fn)r.addr;

@@ -8,13 +8,15 @@
 #include "wire.h"
 
 /* A reference to fn, valid while its module stays loaded (the strings point
- * into the dynamic loader's memory).  CF_EINVAL if fn is in no loaded
+ * into the dynamic loader's memory, or fnref.c's cache of absolute paths
+ * for modules loaded by a relative path).  CF_EINVAL if fn is in no loaded
  * module's executable segment. */
 CF_HIDDEN int cf__fnref_make(cf_task_fn fn, cf_fnref *out);
 
-/* Resolves ref in this process after checking module, build-id and
- * segment (dlopen'ing the module by path if the parent had it loaded and
- * we do not).  CF_OK, or CF_EINVAL with a message in err. */
+/* Resolves ref in this process after checking module (by build-id, or by
+ * name for a module without one), build-id and segment (dlopen'ing the
+ * module by its absolute path if the parent had it loaded and we do not).
+ * CF_OK, or CF_EINVAL with a message in err that names the module. */
 CF_HIDDEN int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn, char *err,
                                 size_t errlen);
 
