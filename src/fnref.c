@@ -228,8 +228,8 @@ int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn, char *err,
         }
     }
     static const char *why[] = {
-        "its module is not loaded in the worker and could not be loaded "
-        "from that path",
+        ("its module is not loaded in the worker and could not be loaded "
+         "from that path"),
         "its module's build-id differs in the worker",
         "its offset is not in an executable segment",
     };
