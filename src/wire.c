@@ -48,12 +48,67 @@ void cf__wbuf_put(cf_wbuf *b, const void *p, size_t n)
     b->len += n;
 }
 
+/* Little-endian loads and stores of 1, 2, 4 or 8 bytes (memcpy: the
+ * compiler makes them single moves). */
+static inline void store_le(unsigned char *p, uint64_t v, int bytes)
+{
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v) >> (64 - 8 * bytes);
+#endif
+    switch (bytes) {
+    case 1: {
+        uint8_t x = (uint8_t)v;
+        memcpy(p, &x, 1);
+        break;
+    }
+    case 2: {
+        uint16_t x = (uint16_t)v;
+        memcpy(p, &x, 2);
+        break;
+    }
+    case 4: {
+        uint32_t x = (uint32_t)v;
+        memcpy(p, &x, 4);
+        break;
+    }
+    default:
+        memcpy(p, &v, 8);
+    }
+}
+
+static inline uint64_t load_le(const unsigned char *p, int bytes)
+{
+    uint64_t v;
+    switch (bytes) {
+    case 1:
+        return p[0];
+    case 2: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        v = x;
+        break;
+    }
+    case 4: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        v = x;
+        break;
+    }
+    default:
+        memcpy(&v, p, 8);
+    }
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v) >> (64 - 8 * bytes);
+#endif
+    return v;
+}
+
 static void put_le(cf_wbuf *b, uint64_t v, int bytes)
 {
-    unsigned char t[8];
-    for (int i = 0; i < bytes; i++)
-        t[i] = (unsigned char)(v >> (8 * i));
-    cf__wbuf_put(b, t, (size_t)bytes);
+    if (!cf__wbuf_reserve(b, (size_t)bytes))
+        return;
+    store_le(b->p + b->len, v, bytes);
+    b->len += (size_t)bytes;
 }
 
 void cf__wbuf_u8(cf_wbuf *b, uint8_t v)
@@ -114,26 +169,58 @@ void cf__wire_fnref(cf_wbuf *b, const cf_fnref *r)
     cf__wbuf_u64(b, r->offset);
 }
 
-void cf__wire_item(cf_wbuf *b, uint64_t id, const void *arg, size_t len)
+void cf__wire_task_head(cf_wbuf *b, const cf_fnref *r, uint64_t first_id)
 {
-    cf__wbuf_u64(b, id);
+    cf__wire_fnref(b, r);
+    cf__wbuf_u64(b, first_id);
+}
+
+void cf__wire_item(cf_wbuf *b, const void *arg, size_t len)
+{
     cf__wbuf_u64(b, len);
     cf__wbuf_put(b, arg, len);
 }
 
-void cf__wire_result(cf_wbuf *b, uint64_t id, const cf_outcome *o)
+uint64_t cf__wire_result_size(size_t len, size_t msg_len)
 {
-    size_t msg_len = o->msg ? strlen(o->msg) : 0;
-    if (!cf__wbuf_reserve(b, 8 + 4 + 4 + 1 + 8 + o->len + 4 + msg_len))
+    return 8 + 4 + 4 + 1 + 8 + (uint64_t)len + 4 + (uint64_t)msg_len;
+}
+
+static unsigned char *put_le_at(unsigned char *p, uint64_t v, int bytes)
+{
+    store_le(p, v, bytes);
+    return p + bytes;
+}
+
+size_t cf__wire_result_put(unsigned char *p, uint64_t id, int32_t status,
+                           int32_t code, uint8_t kind, const void *data,
+                           size_t len, const char *msg, size_t msg_len)
+{
+    unsigned char *q = p;
+    q = put_le_at(q, id, 8);
+    q = put_le_at(q, (uint32_t)status, 4);
+    q = put_le_at(q, (uint32_t)code, 4);
+    q = put_le_at(q, kind, 1);
+    q = put_le_at(q, len, 8);
+    if (len > 0)
+        memcpy(q, data, len);
+    q += len;
+    q = put_le_at(q, (uint32_t)msg_len, 4);
+    if (msg_len > 0)
+        memcpy(q, msg, msg_len);
+    q += msg_len;
+    return (size_t)(q - p);
+}
+
+void cf__wire_result(cf_wbuf *b, uint64_t id, int32_t status, int32_t code,
+                     uint8_t kind, const void *data, size_t len,
+                     const char *msg, size_t msg_len)
+{
+    uint64_t n = cf__wire_result_size(len, msg_len);
+    if (n > SIZE_MAX || !cf__wbuf_reserve(b, (size_t)n))
         return;
-    cf__wbuf_u64(b, id);
-    cf__wbuf_u32(b, (uint32_t)o->status);
-    cf__wbuf_u32(b, (uint32_t)o->code);
-    cf__wbuf_u8(b, o->kind);
-    cf__wbuf_u64(b, o->len);
-    cf__wbuf_put(b, cf__outcome_data(o), o->len);
-    cf__wbuf_u32(b, (uint32_t)msg_len);
-    cf__wbuf_put(b, o->msg, msg_len);
+    b->len += cf__wire_result_put(b->p + b->len, id, status, code, kind, data,
+                                  len, msg, msg_len);
 }
 
 void cf__wire_hello(cf_wbuf *b, int32_t status, int32_t code, const char *msg)
@@ -153,10 +240,7 @@ void cf__wire_hello(cf_wbuf *b, int32_t status, int32_t code, const char *msg)
 
 static uint64_t get_le(const unsigned char *p, int bytes)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
+    return load_le(p, bytes);
 }
 
 int cf__wire_header(const unsigned char *p, cf_wire_header *h)
@@ -165,7 +249,7 @@ int cf__wire_header(const unsigned char *p, cf_wire_header *h)
         get_le(p + 6, 2) != 0 || get_le(p + 12, 4) != 0)
         return CF_EINVAL;
     h->type = p[4];
-    if (h->type < CF_FRAME_INIT || h->type > CF_FRAME_CANCEL)
+    if (h->type < CF_FRAME_INIT || h->type > CF_FRAME_WAKE)
         return CF_EINVAL;
     h->count = (uint32_t)get_le(p + 8, 4);
     h->body_len = get_le(p + 16, 8);
@@ -228,10 +312,15 @@ int cf__wire_read_fnref(cf_rbuf *r, cf_fnref *out)
     return CF_OK;
 }
 
+int cf__wire_read_task_head(cf_rbuf *r, cf_fnref *fn, uint64_t *first_id)
+{
+    if (cf__wire_read_fnref(r, fn) != CF_OK)
+        return CF_EINVAL;
+    return read_le(r, 8, first_id);
+}
+
 int cf__wire_read_item(cf_rbuf *r, cf_wire_item *out)
 {
-    if (read_le(r, 8, &out->id) != CF_OK)
-        return CF_EINVAL;
     return cf__wire_read_bytes(r, &out->arg, &out->arg_len);
 }
 
@@ -248,20 +337,42 @@ static int read_msg(cf_rbuf *r, const char **msg, size_t *len)
 
 int cf__wire_read_result(cf_rbuf *r, cf_wire_result *out)
 {
-    uint64_t st, code, kind;
-    if (read_le(r, 8, &out->id) != CF_OK || read_le(r, 4, &st) != CF_OK ||
-        read_le(r, 4, &code) != CF_OK || read_le(r, 1, &kind) != CF_OK ||
-        kind > CF_KIND_STR ||
-        cf__wire_read_bytes(r, &out->data, &out->len) != CF_OK ||
-        read_msg(r, &out->msg, &out->msg_len) != CF_OK)
+    /* The hot path of every result: one bounds check per variable part. */
+    enum { FIXED = 8 + 4 + 4 + 1 + 8 };
+    size_t left = r->len - r->pos;
+    const unsigned char *p = r->p + r->pos;
+    if (r->pos > r->len || left < FIXED + 4)
         return CF_EINVAL;
-    out->status = (int32_t)(uint32_t)st;
-    out->code = (int32_t)(uint32_t)code;
-    out->kind = (uint8_t)kind;
+    uint64_t len = load_le(p + 17, 8);
+    uint8_t kind = p[16];
+    if (kind > CF_KIND_STR || len > left - FIXED - 4)
+        return CF_EINVAL;
+    uint64_t msg_len = load_le(p + FIXED + len, 4);
+    if (msg_len > left - FIXED - 4 - len)
+        return CF_EINVAL;
+    out->id = load_le(p, 8);
+    out->status = (int32_t)(uint32_t)load_le(p + 8, 4);
+    out->code = (int32_t)(uint32_t)load_le(p + 12, 4);
+    out->kind = kind;
+    out->data = p + FIXED;
+    out->len = (size_t)len;
+    out->msg = (const char *)p + FIXED + len + 4;
+    out->msg_len = (size_t)msg_len;
+    r->pos += FIXED + (size_t)len + 4 + (size_t)msg_len;
     /* A status must be one we know: a corrupt frame cannot invent one. */
     if (out->status > 0 || out->status < CF_END)
         return CF_EINVAL;
     return CF_OK;
+}
+
+int cf__wire_result_head(const unsigned char *p, size_t len, uint64_t *id,
+                         int32_t *status)
+{
+    if (len < 8 + 4 + 4 + 1 + 8 + 4)
+        return CF_EINVAL;
+    *id = load_le(p, 8);
+    *status = (int32_t)(uint32_t)load_le(p + 8, 4);
+    return *status > 0 || *status < CF_END ? CF_EINVAL : CF_OK;
 }
 
 int cf__wire_read_hello(cf_rbuf *r, int32_t *status, int32_t *code,
@@ -302,7 +413,7 @@ int cf__wire_check_frame(const unsigned char *p, size_t len)
             return CF_EINVAL;
         break;
     case CF_FRAME_TASK:
-        if (cf__wire_read_fnref(&r, &fn) != CF_OK)
+        if (cf__wire_read_task_head(&r, &fn, &id) != CF_OK)
             return CF_EINVAL;
         for (uint32_t i = 0; i < h.count; i++)
             if (cf__wire_read_item(&r, &it) != CF_OK)
@@ -315,6 +426,10 @@ int cf__wire_check_frame(const unsigned char *p, size_t len)
         break;
     case CF_FRAME_CANCEL:
         if (cf__wire_read_u64(&r, &id) != CF_OK)
+            return CF_EINVAL;
+        break;
+    case CF_FRAME_WAKE:
+        if (h.count != 0)
             return CF_EINVAL;
         break;
     }

@@ -10,12 +10,18 @@
  *   INIT    (parent -> worker) fnref of the initializer (module_len 0: none)
  *           | u64 arg_len | arg
  *   HELLO   (worker -> parent) i32 status | i32 code | u32 msg_len | msg
- *   TASK    (parent -> worker) fnref | count x (u64 id | u64 arg_len | arg)
+ *   TASK    (parent -> worker) fnref | u64 first_id
+ *           | count x (u64 arg_len | arg)      item i has id first_id + i
  *   RESULT  (worker -> parent) count x (u64 id | i32 status | i32 code
  *           | u8 kind | u64 len | data | u32 msg_len | msg)
  *   CANCEL  (parent -> worker) u64 id  (cooperative cancel request)
+ *   WAKE    (worker -> parent) no body: the parent sleeps, something
+ *           happened in the memory they share (ring.h)
  *
  *   fnref   u16 module_len | module | u8 build_id_len | build_id | u64 offset
+ *
+ * Frames are bytes only: the encoders take plain fields, never a future
+ * or an outcome, so this file knows nothing of the layers above.
  *
  * The decoder never trusts a length: every field is bounds-checked against
  * the body, and a malformed frame is an error (CF_EINVAL), never a crash.
@@ -38,6 +44,7 @@ enum cf_frame_type {
     CF_FRAME_TASK = 3,
     CF_FRAME_RESULT = 4,
     CF_FRAME_CANCEL = 5,
+    CF_FRAME_WAKE = 6,
 };
 
 typedef struct cf_wire_header {
@@ -58,7 +65,6 @@ typedef struct cf_fnref {
 } cf_fnref;
 
 typedef struct cf_wire_item { /* one task of a TASK frame */
-    uint64_t id;
     const void *arg;
     size_t arg_len;
 } cf_wire_item;
@@ -97,9 +103,21 @@ CF_HIDDEN size_t cf__wire_begin(cf_wbuf *b, uint8_t type, uint32_t count);
 /* Patches the body length of the frame begun at off. */
 CF_HIDDEN void cf__wire_end(cf_wbuf *b, size_t off);
 CF_HIDDEN void cf__wire_fnref(cf_wbuf *b, const cf_fnref *r);
-CF_HIDDEN void cf__wire_item(cf_wbuf *b, uint64_t id, const void *arg,
-                             size_t len);
-CF_HIDDEN void cf__wire_result(cf_wbuf *b, uint64_t id, const cf_outcome *o);
+/* A TASK body's head: the function and the id of its first item. */
+CF_HIDDEN void cf__wire_task_head(cf_wbuf *b, const cf_fnref *r,
+                                  uint64_t first_id);
+CF_HIDDEN void cf__wire_item(cf_wbuf *b, const void *arg, size_t len);
+/* One RESULT item. */
+CF_HIDDEN void cf__wire_result(cf_wbuf *b, uint64_t id, int32_t status,
+                               int32_t code, uint8_t kind, const void *data,
+                               size_t len, const char *msg, size_t msg_len);
+/* The bytes of that RESULT item, and the same written at p (which has
+ * that room); returns the bytes written. */
+CF_HIDDEN uint64_t cf__wire_result_size(size_t len, size_t msg_len);
+CF_HIDDEN size_t cf__wire_result_put(unsigned char *p, uint64_t id,
+                                     int32_t status, int32_t code, uint8_t kind,
+                                     const void *data, size_t len,
+                                     const char *msg, size_t msg_len);
 CF_HIDDEN void cf__wire_hello(cf_wbuf *b, int32_t status, int32_t code,
                               const char *msg);
 
@@ -114,8 +132,15 @@ typedef struct cf_rbuf {
  * (bad magic, version, type, reserved bits or body length). */
 CF_HIDDEN int cf__wire_header(const unsigned char *p, cf_wire_header *h);
 CF_HIDDEN int cf__wire_read_fnref(cf_rbuf *r, cf_fnref *out);
+/* The fnref and first id of a TASK body. */
+CF_HIDDEN int cf__wire_read_task_head(cf_rbuf *r, cf_fnref *fn,
+                                      uint64_t *first_id);
 CF_HIDDEN int cf__wire_read_item(cf_rbuf *r, cf_wire_item *out);
 CF_HIDDEN int cf__wire_read_result(cf_rbuf *r, cf_wire_result *out);
+/* The id and status of the RESULT item of len bytes at p, which must be at
+ * least as long as the item's fixed part: CF_OK or CF_EINVAL. */
+CF_HIDDEN int cf__wire_result_head(const unsigned char *p, size_t len,
+                                   uint64_t *id, int32_t *status);
 CF_HIDDEN int cf__wire_read_hello(cf_rbuf *r, int32_t *status, int32_t *code,
                                   const char **msg, size_t *msg_len);
 CF_HIDDEN int cf__wire_read_u64(cf_rbuf *r, uint64_t *v);

@@ -7,7 +7,10 @@
  * (so ASan sees any out-of-bounds span).  Invariants that abort:
  *   - a frame cf__wire_check_frame accepts parses the same way here, body
  *     consumed exactly;
- *   - a valid TASK, INIT or CANCEL frame re-encodes to the same bytes.
+ *   - a valid TASK, INIT, CANCEL or WAKE frame re-encodes to the same
+ *     bytes, and so does each item of a valid RESULT frame;
+ *   - the process pool's quick look at a result (cf__wire_result_head)
+ *     agrees with the full decoder.
  * Nothing may crash, leak or hit undefined behaviour.
  */
 #include "wire.h"
@@ -63,29 +66,46 @@ static int parse_body(const cf_wire_header *h, const unsigned char *body,
         touch(msg, n);
         break;
     }
-    case CF_FRAME_TASK:
-        if (cf__wire_read_fnref(&r, &fn) != CF_OK)
+    case CF_FRAME_TASK: {
+        uint64_t first;
+        if (cf__wire_read_task_head(&r, &fn, &first) != CF_OK)
             return CF_EINVAL;
         touch(fn.module, fn.module_len);
         touch(fn.build_id, fn.build_id_len);
-        cf__wire_fnref(re, &fn);
+        cf__wire_task_head(re, &fn, first);
         for (uint32_t i = 0; i < h->count; i++) {
             cf_wire_item it;
             if (cf__wire_read_item(&r, &it) != CF_OK)
                 return CF_EINVAL;
             touch(it.arg, it.arg_len);
-            cf__wire_item(re, it.id, it.arg, it.arg_len);
+            cf__wire_item(re, it.arg, it.arg_len);
         }
         break;
+    }
     case CF_FRAME_RESULT:
         for (uint32_t i = 0; i < h->count; i++) {
             cf_wire_result res;
+            size_t at = r.pos;
             if (cf__wire_read_result(&r, &res) != CF_OK)
                 return CF_EINVAL;
             if (res.status > 0 || res.status < CF_END)
                 abort(); /* the decoder promised a known status */
             touch(res.data, res.len);
             touch(res.msg, res.msg_len);
+            /* The quick look of the process pool agrees with it. */
+            uint64_t id;
+            int32_t st;
+            if (cf__wire_result_head(r.p + at, r.pos - at, &id, &st) != CF_OK ||
+                id != res.id || st != res.status)
+                abort();
+            /* And it re-encodes to the same bytes. */
+            cf_wbuf one = {0};
+            cf__wire_result(&one, res.id, res.status, res.code, res.kind,
+                            res.data, res.len, res.msg, res.msg_len);
+            if (!one.oom && (one.len != r.pos - at ||
+                             memcmp(one.p, r.p + at, one.len) != 0))
+                abort();
+            cf__wbuf_free(&one);
         }
         break;
     case CF_FRAME_CANCEL: {
@@ -95,6 +115,10 @@ static int parse_body(const cf_wire_header *h, const unsigned char *body,
         cf__wbuf_u64(re, id);
         break;
     }
+    case CF_FRAME_WAKE:
+        if (h->count != 0)
+            return CF_EINVAL;
+        break;
     default:
         abort(); /* cf__wire_header let an unknown type through */
     }
@@ -126,7 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* the two parses disagree on a single frame */
         if (rc == CF_OK && !re.oom &&
             (h.type == CF_FRAME_TASK || h.type == CF_FRAME_INIT ||
-             h.type == CF_FRAME_CANCEL) &&
+             h.type == CF_FRAME_CANCEL || h.type == CF_FRAME_WAKE) &&
             (re.len != flen || memcmp(re.p, data + pos, flen) != 0))
             abort(); /* decode and encode disagree */
         cf__wbuf_free(&re);

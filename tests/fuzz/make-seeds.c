@@ -40,18 +40,8 @@ static const cf_fnref lib_fn = {"/usr/lib/libtasks.so", 20, build_id,
 static void result(cf_wbuf *b, uint64_t id, int32_t status, int32_t code,
                    uint8_t kind, const void *data, size_t len, char *msg)
 {
-    cf_outcome o;
-    memset(&o, 0, sizeof o);
-    o.kind = kind;
-    o.status = status;
-    o.code = code;
-    o.len = len;
-    if (len <= CF_INLINE_BYTES)
-        memcpy(o.v.bytes, data, len);
-    else
-        o.v.ptr = (void *)data;
-    o.msg = msg;
-    cf__wire_result(b, id, &o);
+    cf__wire_result(b, id, status, code, kind, data, len, msg,
+                    msg ? strlen(msg) : 0);
 }
 
 int main(int argc, char **argv)
@@ -87,15 +77,15 @@ int main(int argc, char **argv)
 
     /* TASK: one int64 item; a chunk of three (empty, 8, 17 bytes). */
     off = cf__wire_begin(&b, CF_FRAME_TASK, 1);
-    cf__wire_fnref(&b, &main_fn);
-    cf__wire_item(&b, 0, &v, sizeof v);
+    cf__wire_task_head(&b, &main_fn, 0);
+    cf__wire_item(&b, &v, sizeof v);
     cf__wire_end(&b, off);
     emit("task-one", &b, true);
     off = cf__wire_begin(&b, CF_FRAME_TASK, 3);
-    cf__wire_fnref(&b, &lib_fn);
-    cf__wire_item(&b, 7, NULL, 0);
-    cf__wire_item(&b, 8, &v, sizeof v);
-    cf__wire_item(&b, 9, text, 17);
+    cf__wire_task_head(&b, &lib_fn, 7);
+    cf__wire_item(&b, NULL, 0);
+    cf__wire_item(&b, &v, sizeof v);
+    cf__wire_item(&b, text, 17);
     cf__wire_end(&b, off);
     emit("task-chunk", &b, true);
 
@@ -119,8 +109,8 @@ int main(int argc, char **argv)
 
     /* A stream of frames, as a reader sees it: TASK, CANCEL, RESULT. */
     off = cf__wire_begin(&b, CF_FRAME_TASK, 1);
-    cf__wire_fnref(&b, &main_fn);
-    cf__wire_item(&b, 3, "x", 2);
+    cf__wire_task_head(&b, &main_fn, 3);
+    cf__wire_item(&b, "x", 2);
     cf__wire_end(&b, off);
     off = cf__wire_begin(&b, CF_FRAME_CANCEL, 1);
     cf__wbuf_u64(&b, 3);
@@ -129,5 +119,10 @@ int main(int argc, char **argv)
     result(&b, 3, CF_ECANCELLED, 0, CF_KIND_NONE, NULL, 0, "cancelled");
     cf__wire_end(&b, off);
     emit("stream-three", &b, false);
+
+    /* WAKE: a header alone. */
+    off = cf__wire_begin(&b, CF_FRAME_WAKE, 0);
+    cf__wire_end(&b, off);
+    emit("wake", &b, true);
     return 0;
 }
