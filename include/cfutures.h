@@ -547,7 +547,8 @@ typedef struct cf_process_pool_opts {
     cf_task_fn initializer;
     const void *initarg; /**< the initializer's argument (copied) */
     size_t initarg_len;  /**< its length in bytes */
-    /** A worker is replaced after this many tasks; 0 = never. */
+    /** A worker is replaced after this many tasks (a chunk of a map
+     *  counts as one, as in Python); 0 = never. */
     int max_tasks_per_child;
     /** Default for cf_task_opts.retries: re-run a task whose worker
      *  crashed up to this many times, each on a fresh worker. */
@@ -575,6 +576,16 @@ typedef struct cf_process_pool_opts {
  * are the parent's; SIGINT is ignored (Ctrl-C goes to the parent, whose
  * program decides: see the README); a worker exits within a second once
  * the parent is gone, even after SIGKILL.
+ *
+ * How tasks reach workers: each worker shares memory with the parent,
+ * task slots one way and a result ring the other (an argument or result
+ * above 256 KiB goes through the worker's socket instead).  To keep
+ * workers busy, the pool hands a worker tasks ahead of time (many while
+ * tasks are short, one behind the running one otherwise).  Such a task is
+ * only queued there: it stays pending (cf_running() is false) until the
+ * worker starts it, cf_cancel() takes it back, cf_map_free() cancels it,
+ * and a worker that goes idle takes it over, so a short task never waits
+ * behind a long one while another worker idles.
  *
  * Done callbacks of process-pool futures run on the pool's manager
  * thread: a callback must not block on another future of the same
@@ -731,8 +742,14 @@ typedef struct cf_map cf_map;
 typedef struct cf_map_opts {
     /** Seconds for the whole map, counted from its creation; 0 = none. */
     double timeout;
-    /** Items per task sent to a worker (process and MPI pools batch them
-     *  in one message); 0 means 1. */
+    /** Items per task sent to a worker; 0 means 1.  On a process pool a
+     *  chunk of items is one task: its items run in order on one worker
+     *  and their results come back together, with no future per item
+     *  (cf_map_next makes one only when asked for *out).  If the worker
+     *  dies during a chunk, the item it was running fails alone (or is
+     *  retried, cf_process_pool_opts.max_retries), the items done keep
+     *  their results and the rest of the chunk runs on another worker.
+     *  The MPI pool sends a chunk in one message. */
     size_t chunksize;
     /** Items submitted ahead of the consumer (Python 3.14's buffersize).
      *  0 means 4 x max_workers x chunksize; SIZE_MAX submits everything at

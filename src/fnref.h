@@ -23,12 +23,6 @@ CF_HIDDEN int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn, char *err,
 /* The symbol name of fn for messages ("sum_to"), or its address. */
 CF_HIDDEN const char *cf__fn_name(cf_task_fn fn, char *buf, size_t len);
 
-/* The page a process pool shares with each worker. */
-typedef struct cf_worker_shm {
-    _Atomic uint64_t cancel_id;  /* parent: id + 1 of the item to stop */
-    _Atomic uint64_t running_id; /* worker: id + 1 of the item it runs */
-} cf_worker_shm;
-
 /* The environment variable that turns a process into a worker (worker.c). */
 CF_HIDDEN extern const char cf__worker_env[];
 

@@ -344,6 +344,11 @@ bool cf_cancel(cf_future *f)
     if (f == NULL)
         return false;
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+    /* A task handed to a worker ahead of time is still pending: its
+     * executor takes it back, unless it has just started. */
+    if ((s & FS_STATE) == CF_PENDING && f->ex != NULL &&
+        f->ex->vt->cancel_queued != NULL && !f->ex->vt->cancel_queued(f->ex, f))
+        return false;
     for (;;) {
         if ((s & FS_STATE) == CF_CANCELLED)
             return true;

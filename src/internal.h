@@ -162,8 +162,16 @@ struct cf_listener {
 CF_HIDDEN int cf__add_callback(cf_future *f, cf_done_fn fn, void *arg,
                                void (*drop)(void *arg));
 
-/* Task fields, owned by the executor the future was submitted to. */
-enum { CF_ARG_OWNED = 1u << 0 };
+/* Task fields, owned by the executor the future was submitted to.
+ * CF_ARG_CHUNK: the future is a map's chunk (chunk.h).  CF_ARG_SLOT: the
+ * process pool holds the future in a worker's task slot, not yet claimed
+ * (its `next` then points to the pool's record of that slot; pool lock). */
+enum {
+    CF_ARG_OWNED = 1u << 0,
+    CF_ARG_CHUNK = 1u << 1,
+    CF_ARG_SLOT = 1u << 2,
+    CF_ARG_CANCELLING = 1u << 3, /* process pool: a cancel is under way */
+};
 
 struct cf_future {
     _Atomic uint32_t state;
@@ -289,6 +297,13 @@ typedef struct cf_executor_vtable {
     void (*cancel_running)(struct cf_executor *ex, cf_future *f, bool force);
     /* Optional: sends sig to every worker process (terminate / kill). */
     int (*signal_workers)(struct cf_executor *ex, int sig);
+    /* Optional: f (pending) is about to be cancelled.  Returns false if
+     * its task has started after all (f is then RUNNING and the cancel
+     * fails); true once it can no longer start (process pool: its task
+     * slot is taken back). */
+    bool (*cancel_queued)(struct cf_executor *ex, cf_future *f);
+    /* The executor runs a map's chunk (chunk.h) as one task. */
+    bool chunks;
     /* Frees everything.  Called once, when the last reference to the
      * executor is dropped (cf__executor_release), possibly on one of the
      * executor's own threads (a callback or a task released it).  The

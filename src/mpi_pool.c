@@ -183,7 +183,7 @@ static void serve(MPI_Comm comm, int root, bool isolate)
         if (m.local != NULL)
             m.link.run = isolated_run;
     }
-    cf__serve(&m.link, NULL);
+    cf__serve(&m.link);
     cf_executor_free(m.local);
 }
 

@@ -132,25 +132,55 @@ cf_future *cf__take_batch(cf_executor *ex, cf_fqueue *q, size_t limit,
     return batch;
 }
 
+int cf__fncache_get(cf_fncache *c, cf_task_fn fn, cf_fnref *ref)
+{
+    if (fn != c->fn) {
+        cf_fnref r;
+        if (cf__fnref_make(fn, &r) != CF_OK)
+            return CF_EINVAL;
+        c->fn = fn;
+        c->ref = r;
+    }
+    *ref = c->ref;
+    return CF_OK;
+}
+
+void cf__task_items(const cf_future *f, uint32_t start, const unsigned char **p,
+                    size_t *len, bool *prefix)
+{
+    const unsigned char *a = cf__future_arg(f);
+    size_t n = f->arg_len;
+    *prefix = !(f->arg_flags & CF_ARG_CHUNK);
+    if (*prefix) {
+        *p = a;
+        *len = n;
+        return;
+    }
+    size_t off = 0; /* skip `start` items: the map wrote them, trusted */
+    for (uint32_t i = 0; i < start && off + 8 <= n; i++) {
+        uint64_t l = 0;
+        for (int k = 0; k < 8; k++)
+            l |= (uint64_t)a[off + (size_t)k] << (8 * k);
+        off += 8 + (size_t)l;
+    }
+    *p = a + off;
+    *len = n - off;
+}
+
 void cf__send_batch(cf_remote *r, cf_future *batch, size_t n, cf_wbuf *out,
                     cf_fncache *cache)
 {
     cf_fnref ref;
-    if (batch->fn == cache->fn) {
-        ref = cache->ref;
-    } else if (cf__fnref_make(batch->fn, &ref) == CF_OK) {
-        cache->fn = batch->fn;
-        cache->ref = ref;
-    } else {
+    if (cf__fncache_get(cache, batch->fn, &ref) != CF_OK) {
         cf__fail_list(batch, CF_EINVAL,
                       "the task function is in no loaded module");
         return;
     }
     /* Room first: the frame and the in-flight slots, or nothing at all. */
     size_t bytes = CF_WIRE_HEADER + 2 + ref.module_len + 1 + ref.build_id_len +
-                   8;
+                   16;
     for (cf_future *f = batch; f != NULL; f = f->next)
-        bytes += 16 + f->arg_len;
+        bytes += 8 + f->arg_len;
     if (!remote_reserve(r, n) || !cf__wbuf_reserve(out, bytes)) {
         cf__fail_list(batch, CF_ENOMEM,
                       "no memory to send the task to a worker");
@@ -158,12 +188,12 @@ void cf__send_batch(cf_remote *r, cf_future *batch, size_t n, cf_wbuf *out,
     }
     bool was_idle = r->count == 0;
     size_t off = cf__wire_begin(out, CF_FRAME_TASK, (uint32_t)n);
-    cf__wire_fnref(out, &ref);
+    cf__wire_task_head(out, &ref, r->next_id);
     size_t k = 0;
     for (cf_future *f = batch, *next; f != NULL; f = next, k++) {
         next = f->next;
         f->next = NULL;
-        cf__wire_item(out, r->next_id, cf__future_arg(f), f->arg_len);
+        cf__wire_item(out, cf__future_arg(f), f->arg_len);
         remote_push(r, f, k + 1 == n); /* cannot fail: reserved */
     }
     cf__wire_end(out, off);
@@ -173,7 +203,7 @@ void cf__send_batch(cf_remote *r, cf_future *batch, size_t n, cf_wbuf *out,
         r->busy_since = r->head_start = cf__now_ns();
 }
 
-static void finish_from_wire(cf_future *f, const cf_wire_result *r)
+void cf__remote_finish(cf_future *f, const cf_wire_result *r)
 {
     if (cf__future_claim(f) != CF_OK)
         return;
@@ -187,6 +217,56 @@ static void finish_from_wire(cf_future *f, const cf_wire_result *r)
         cf__outcome_failf(o, r->status, r->code, "%.*s", (int)r->msg_len,
                           r->msg);
     }
+    cf__future_publish(f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A chunk's results across workers                                          */
+/* ------------------------------------------------------------------------ */
+
+cf_chunk_run *cf__chunk_run_new(const cf_future *f)
+{
+    cf_chunk_run *rs = calloc(1, sizeof *rs);
+    if (rs != NULL)
+        rs->retries = f->retries;
+    return rs;
+}
+
+void cf__chunk_run_add(cf_chunk_run *rs, const void *item, size_t len)
+{
+    cf__wbuf_put(&rs->acc, item, len);
+    rs->next++;
+}
+
+void cf__chunk_run_fail(cf_chunk_run *rs, int status, int code, const char *msg)
+{
+    cf__wire_result(&rs->acc, rs->next, status, code, CF_KIND_NONE, NULL, 0,
+                    msg, strlen(msg));
+    rs->next++;
+}
+
+void cf__chunk_run_free(cf_chunk_run *rs)
+{
+    if (rs == NULL)
+        return;
+    cf__wbuf_free(&rs->acc);
+    free(rs);
+}
+
+void cf__chunk_run_finish(cf_future *f, cf_chunk_run *rs)
+{
+    if (cf__future_claim(f) != CF_OK) {
+        cf__chunk_run_free(rs);
+        return;
+    }
+    if (rs->acc.oom) {
+        cf__outcome_failf(&f->out, CF_ENOMEM, 0,
+                          "no memory for the results of a chunk");
+    } else {
+        cf__outcome_adopt(&f->out, rs->acc.p, rs->acc.len);
+        rs->acc.p = NULL;
+    }
+    cf__chunk_run_free(rs);
     cf__future_publish(f);
 }
 
@@ -207,7 +287,7 @@ bool cf__remote_result(cf_executor *ex, cf_remote *r, long tid,
     r->head_start = now; /* the next item starts now */
     if (r->count == 0)
         cf__stats_busy(ex, now - r->busy_since);
-    finish_from_wire(it.f, res);
+    cf__remote_finish(it.f, res);
     cf_future_release(it.f);
     return true;
 }

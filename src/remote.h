@@ -1,8 +1,9 @@
 /*
  * remote.h -- what the executors whose workers live elsewhere (process
  * pool, MPI pool) share: their queue of futures, the items in flight on
- * each worker, turning queued futures into TASK frames, and completing
- * futures from RESULT frames.  The transport (a socket, MPI messages) and
+ * each worker (MPI), turning queued futures into TASK frames, completing
+ * futures from RESULT items, a chunk's results across workers, and the
+ * manager thread's life cycle.  The transport (a socket, MPI messages) and
  * worker life cycle stay in each executor.
  */
 #ifndef CF_REMOTE_H
@@ -50,6 +51,45 @@ typedef struct cf_fncache {
     cf_task_fn fn;
     cf_fnref ref;
 } cf_fncache;
+
+/* The reference of fn (through the cache): CF_OK, or CF_EINVAL when fn is
+ * in no loaded module. */
+CF_HIDDEN int cf__fncache_get(cf_fncache *c, cf_task_fn fn, cf_fnref *ref);
+
+/* The items of a task from item `start` on, as a TASK body carries them
+ * (count x (u64 len | arg)): a plain task's one argument needs its length
+ * prefix written before it (*prefix true), a chunk's are stored so. */
+CF_HIDDEN void cf__task_items(const cf_future *f, uint32_t start,
+                              const unsigned char **p, size_t *len,
+                              bool *prefix);
+/* Items in a task: a chunk's count, or 1. */
+static inline uint32_t cf__task_count(const cf_future *f)
+{
+    return (f->arg_flags & CF_ARG_CHUNK) ? f->chunk : 1;
+}
+
+/* Completes f (RUNNING) from one RESULT item. */
+CF_HIDDEN void cf__remote_finish(cf_future *f, const cf_wire_result *res);
+
+/* A chunk's results so far, while it runs (on one worker after another,
+ * when a worker dies under it). */
+typedef struct cf_chunk_run {
+    cf_wbuf acc;     /* RESULT items of items 0 .. next-1 */
+    uint32_t next;   /* items done */
+    uint8_t retries; /* crash retries left for item `next` */
+} cf_chunk_run;
+
+CF_HIDDEN cf_chunk_run *cf__chunk_run_new(const cf_future *f);
+/* Adds the next item's RESULT item (raw bytes, already checked). */
+CF_HIDDEN void cf__chunk_run_add(cf_chunk_run *rs, const void *item,
+                                 size_t len);
+/* Adds a failure as the next item's result. */
+CF_HIDDEN void cf__chunk_run_fail(cf_chunk_run *rs, int status, int code,
+                                  const char *msg);
+/* Completes chunk f (RUNNING) with its results and frees rs; if a result
+ * could not be kept (no memory), f fails with CF_ENOMEM. */
+CF_HIDDEN void cf__chunk_run_finish(cf_future *f, cf_chunk_run *rs);
+CF_HIDDEN void cf__chunk_run_free(cf_chunk_run *rs);
 
 /*
  * Takes the next frame's worth of queued futures (lock held): the first
@@ -116,9 +156,8 @@ typedef struct cf_link {
 } cf_link;
 
 /* Serves a parent: INIT (runs the initializer, answers HELLO), then TASK
- * frames, one RESULT per item, until recv says the end.  shm (may be NULL)
- * carries cooperative cancel requests. */
-CF_HIDDEN void cf__serve(cf_link *link, cf_worker_shm *shm);
+ * frames, one RESULT per item, until recv says the end. */
+CF_HIDDEN void cf__serve(cf_link *link);
 
 /* Fails a list of futures that never ran (broken pool, lost worker). */
 CF_HIDDEN void cf__fail_list(cf_future *f, int status, const char *msg);

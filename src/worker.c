@@ -1,7 +1,8 @@
 /*
- * worker.c -- the worker process of a process pool.
+ * worker.c -- the worker side: a process pool's worker process, and the
+ * frame server the MPI ranks run (cf__serve).
  *
- * A process pool starts each worker with posix_spawn of /proc/self/exe and
+ * A process pool starts each worker with posix_spawn of the program and
  * CFUTURES_WORKER_FD in its environment.  This file's constructor sees that
  * variable before main() runs, and turns the process into a worker: it
  * never returns to the program's main.
@@ -9,15 +10,22 @@
  * The worker: closes every descriptor it does not need, ignores SIGINT
  * (Ctrl-C is the parent's business), starts a thread that ends the process
  * when the parent dies (a pidfd on the parent, so even a SIGKILLed parent
- * is noticed at once), runs the initializer and says HELLO, then serves
- * TASK frames one item at a time, writing one RESULT per item so that the
- * parent always knows which task a crash interrupted.
+ * is noticed at once), reads the INIT frame from its socket, runs the
+ * initializer and says HELLO, then serves the task slots of the memory it
+ * shares with the parent (ring.h): it claims each slot with a CAS (a slot
+ * the parent took back is skipped), writes the id of the item it runs in
+ * the shared page before running it (so the parent knows which item a
+ * crash interrupted), and writes each result to the result ring as soon
+ * as it has it.  It spins briefly when out of work, then sleeps on a futex
+ * the parent wakes; it wakes a sleeping parent with a WAKE frame.
  */
 #include "remote.h"
+#include "ring.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +37,8 @@
 #define WORKER_FD_ENV "CFUTURES_WORKER_FD"
 #define PARENT_ENV "CFUTURES_PARENT_PID"
 #define SHM_ENV "CFUTURES_WORKER_SHM"
+/* An idle worker polls its slots this long before it sleeps. */
+#define SPIN_NS 20000
 
 /* Referenced by process_pool.c so that a static link keeps this file (and
  * its constructor) whenever the program uses a process pool. */
@@ -37,9 +47,8 @@ const char cf__worker_env[] = WORKER_FD_ENV;
 static int wfd = -1;
 static pid_t parent;
 static const _Atomic uint32_t cancel_word; /* unused: requests come by shm */
-static cf_worker_shm *parent_shm;          /* the page shared with the parent */
 
-static void die(const char *what)
+static _Noreturn void die(const char *what)
 {
     fprintf(stderr, "cfutures worker %d: %s\n", (int)getpid(), what);
     _exit(70);
@@ -96,7 +105,7 @@ static void *watch_parent(void *arg)
     return NULL;
 }
 
-/* Reads one frame; false at EOF.  *body is malloc'd (caller frees). */
+/* Reads one frame from the socket; false at EOF.  *body is malloc'd. */
 static bool read_frame(cf_wire_header *h, unsigned char **body)
 {
     unsigned char hdr[CF_WIRE_HEADER];
@@ -143,48 +152,84 @@ static void run_init(cf_wbuf *out, const unsigned char *body, size_t len)
     cf__outcome_clear(&c.out);
 }
 
+/* The function of the last TASK body, resolved once per function. */
+typedef struct fn_cache {
+    unsigned char key[512]; /* the encoded reference */
+    size_t key_len;
+    cf_task_fn fn;
+    bool ok;
+    char err[256];
+} fn_cache;
+
+static void resolve(fn_cache *fc, const cf_fnref *ref, const unsigned char *enc,
+                    size_t enc_len)
+{
+    if (enc_len == fc->key_len && memcmp(enc, fc->key, enc_len) == 0)
+        return;
+    fc->ok = cf__fnref_resolve(ref, &fc->fn, fc->err, sizeof fc->err) == CF_OK;
+    fc->key_len = enc_len <= sizeof fc->key ? enc_len : 0;
+    memcpy(fc->key, enc, fc->key_len);
+}
+
+/* Runs one item: its outcome in c->out (a raise wins over a result). */
+static void run_item(cf_link *link, const fn_cache *fc, cf_call *c)
+{
+    if (fc->ok && link != NULL && link->run != NULL)
+        link->run(link, fc->fn, c);
+    else if (fc->ok)
+        fc->fn(c);
+    else
+        cf__outcome_failf(&c->out, CF_EINVAL, 0, "%s", fc->err);
+    if (c->out.status != CF_OK && c->out.len > 0)
+        cf__outcome_set(&c->out, CF_KIND_NONE, NULL, 0);
+}
+
+/* Appends the RESULT item of an outcome. */
+static void put_outcome(cf_wbuf *out, uint64_t id, const cf_outcome *o)
+{
+    cf__wire_result(out, id, o->status, o->code, o->kind, cf__outcome_data(o),
+                    o->len, o->msg, o->msg ? strlen(o->msg) : 0);
+}
+
+/* Parses the head of a TASK body: the function and the first item's id. */
+static void task_head(fn_cache *fc, cf_rbuf *r, uint64_t *first_id)
+{
+    cf_fnref ref;
+    size_t at = r->pos;
+    if (cf__wire_read_task_head(r, &ref, first_id) != CF_OK)
+        die("malformed TASK frame");
+    resolve(fc, &ref, r->p + at, r->pos - at - 8);
+}
+
+/* ------------------------------------------------------------------------ */
+/* cf__serve: frames in, frames out (the MPI ranks)                          */
+/* ------------------------------------------------------------------------ */
+
 /*
  * Runs the items of a TASK frame in order.  A frame of one item is
  * answered at once.  A frame of many (a chunked map) is answered in batches
- * of up to BATCH_BYTES, or at its end: one write per batch instead of one
- * per item.  Before each item the worker writes its id in the shared page,
- * so that if it dies the parent knows which item was running; items that
- * had finished but whose results were still in the batch run again.
+ * of up to BATCH_BYTES, or at its end: one message per batch instead of
+ * one per item.
  */
 #define BATCH_BYTES 65536
 
-static void run_tasks(cf_link *link, cf_wbuf *out, const cf_wire_header *h,
-                      const unsigned char *body, cf_worker_shm *shm)
+static void serve_task(cf_link *link, cf_wbuf *out, fn_cache *fc,
+                       const cf_wire_header *h, const unsigned char *body)
 {
     cf_rbuf r = {body, (size_t)h->body_len, 0};
-    cf_fnref ref;
-    if (cf__wire_read_fnref(&r, &ref) != CF_OK)
-        die("malformed TASK frame");
+    uint64_t id;
+    task_head(fc, &r, &id);
     out->len = 0;
-    char err[256];
-    cf_task_fn fn = NULL;
-    bool ok = cf__fnref_resolve(&ref, &fn, err, sizeof err) == CF_OK;
-    for (uint32_t i = 0; i < h->count; i++) {
+    for (uint32_t i = 0; i < h->count; i++, id++) {
         cf_wire_item it;
         if (cf__wire_read_item(&r, &it) != CF_OK)
             die("malformed TASK item");
-        if (shm != NULL)
-            atomic_store_explicit(&shm->running_id, it.id + 1,
-                                  memory_order_relaxed);
         cf_call c;
         cf__call_init(&c, it.arg, it.arg_len, &cancel_word);
-        c.cancel_id = shm ? &shm->cancel_id : NULL;
-        c.id = it.id;
-        if (ok && link->run != NULL)
-            link->run(link, fn, &c);
-        else if (ok)
-            fn(&c);
-        else
-            cf__outcome_failf(&c.out, CF_EINVAL, 0, "%s", err);
-        if (c.out.status != CF_OK && c.out.len > 0) /* a raise wins */
-            cf__outcome_set(&c.out, CF_KIND_NONE, NULL, 0);
+        c.id = id;
+        run_item(link, fc, &c);
         size_t off = cf__wire_begin(out, CF_FRAME_RESULT, 1);
-        cf__wire_result(out, it.id, &c.out);
+        put_outcome(out, id, &c.out);
         cf__wire_end(out, off);
         cf__outcome_clear(&c.out);
         if (out->oom)
@@ -196,14 +241,16 @@ static void run_tasks(cf_link *link, cf_wbuf *out, const cf_wire_header *h,
     }
 }
 
-/* Closes the descriptors from..to (close_range(2), or one by one). */
-void cf__serve(cf_link *link, cf_worker_shm *shm)
+void cf__serve(cf_link *link)
 {
     cf_wbuf out = {0};
     cf_wire_header h;
     unsigned char *body;
+    fn_cache *fc = calloc(1, sizeof *fc);
+    if (fc == NULL)
+        die("out of memory");
     if (!link->recv(link, &h, &body))
-        return;
+        goto done;
     if (h.type != CF_FRAME_INIT)
         die("the first frame is not INIT");
     run_init(&out, body, (size_t)h.body_len);
@@ -211,22 +258,198 @@ void cf__serve(cf_link *link, cf_worker_shm *shm)
     link->send(link, out.p, out.len);
     while (link->recv(link, &h, &body)) {
         if (h.type == CF_FRAME_TASK)
-            run_tasks(link, &out, &h, body, shm);
+            serve_task(link, &out, fc, &h, body);
         free(body);
     }
+done:
+    free(fc);
     cf__wbuf_free(&out);
 }
 
-static bool pipe_recv(cf_link *link, cf_wire_header *h, unsigned char **body)
+/* ------------------------------------------------------------------------ */
+/* The process worker: task slots and the result ring                        */
+/* ------------------------------------------------------------------------ */
+
+static cf_shm *shm;
+static uint64_t res_head; /* our write position in the result ring */
+
+/* Tells a sleeping parent that something happened (a claim, results, a
+ * slot done): a WAKE frame on the socket, at most one per parent sleep. */
+static void poke_parent(void)
 {
-    (void)link;
-    return read_frame(h, body);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&shm->parent_sleeping, memory_order_relaxed) &&
+        atomic_exchange(&shm->parent_sleeping, 0)) {
+        unsigned char f[CF_WIRE_HEADER];
+        cf_wbuf b = {.p = f, .cap = sizeof f};
+        cf__wire_begin(&b, CF_FRAME_WAKE, 0);
+        write_full(f, sizeof f);
+    }
 }
 
-static void pipe_send(cf_link *link, const void *p, size_t n)
+/* Waits until slot pos is published (true) or the parent said stop and
+ * every slot is done (false). */
+static bool wait_slot(uint64_t pos)
 {
-    (void)link;
-    write_full(p, n);
+    uint64_t spin_until = 0;
+    for (unsigned i = 0;; i++) {
+        if (atomic_load_explicit(&shm->task_head, memory_order_acquire) > pos)
+            return true;
+        if (atomic_load_explicit(&shm->stop, memory_order_acquire) &&
+            atomic_load_explicit(&shm->task_head, memory_order_acquire) == pos)
+            return false;
+        if ((i & 15) != 15) {
+            cf__cpu_relax();
+            continue;
+        }
+        uint64_t now = cf__now_ns();
+        if (spin_until == 0)
+            spin_until = now + SPIN_NS;
+        if (now < spin_until) {
+            sched_yield(); /* on a busy machine the parent may need it */
+            continue;
+        }
+        uint32_t seen = atomic_load(&shm->task_futex);
+        atomic_store(&shm->worker_sleeping, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load(&shm->task_head) > pos || atomic_load(&shm->stop)) {
+            atomic_store(&shm->worker_sleeping, 0);
+            continue;
+        }
+        cf__shm_futex_wait(&shm->task_futex, seen);
+        atomic_store(&shm->worker_sleeping, 0);
+        spin_until = 0;
+    }
+}
+
+/* Room for a result record of len body bytes: waits for the parent to
+ * read (waking it) when the ring is full. */
+static unsigned char *reserve_result(uint32_t len)
+{
+    uint64_t spin_until = 0;
+    for (unsigned i = 0;; i++) {
+        unsigned char *p = cf__ring_rec_reserve(shm, &res_head, len);
+        if (p != NULL)
+            return p;
+        if (i == 0)
+            poke_parent();
+        if ((i & 63) != 63) {
+            cf__cpu_relax();
+            continue;
+        }
+        uint64_t now = cf__now_ns();
+        if (spin_until == 0)
+            spin_until = now + SPIN_NS;
+        if (now < spin_until)
+            continue;
+        uint32_t seen = atomic_load(&shm->space_futex);
+        atomic_store(&shm->space_waiting, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if ((p = cf__ring_rec_reserve(shm, &res_head, len)) != NULL) {
+            atomic_store(&shm->space_waiting, 0);
+            return p;
+        }
+        poke_parent();
+        cf__shm_futex_wait(&shm->space_futex, seen);
+        atomic_store(&shm->space_waiting, 0);
+        spin_until = 0;
+    }
+}
+
+/* Writes the result of item id: in the ring, or (too big for it) as a
+ * RESULT frame on the socket announced by a SPILL record. */
+static void put_result(uint64_t id, const cf_outcome *o)
+{
+    size_t msg_len = o->msg ? strlen(o->msg) : 0;
+    const void *data = cf__outcome_data(o);
+    uint64_t size = cf__wire_result_size(o->len, msg_len);
+    if (size <= CF_RING_RES_MAX) {
+        unsigned char *p = reserve_result((uint32_t)size);
+        cf__wire_result_put(p, id, o->status, o->code, o->kind, data, o->len,
+                            o->msg, msg_len);
+        cf__ring_rec_commit(shm, &res_head, CF_REC_RESULT, (uint32_t)size);
+        return;
+    }
+    unsigned char *p = reserve_result(8);
+    memcpy(p, &id, 8);
+    cf__ring_rec_commit(shm, &res_head, CF_REC_SPILL, 8);
+    cf_wbuf out = {0};
+    size_t off = cf__wire_begin(&out, CF_FRAME_RESULT, 1);
+    put_outcome(&out, id, o);
+    cf__wire_end(&out, off);
+    if (out.oom)
+        die("out of memory for a result");
+    write_full(out.p, out.len);
+    cf__wbuf_free(&out);
+}
+
+/* Runs the items of a claimed slot, each result written as it comes. */
+static void run_slot(fn_cache *fc, const unsigned char *body, uint64_t len)
+{
+    cf_rbuf r = {body, (size_t)len, 0};
+    uint64_t id;
+    task_head(fc, &r, &id);
+    while (r.pos < r.len) {
+        cf_wire_item it;
+        if (cf__wire_read_item(&r, &it) != CF_OK)
+            die("malformed TASK item");
+        atomic_store_explicit(&shm->running_id, id + 1, memory_order_relaxed);
+        cf_call c;
+        cf__call_init(&c, it.arg, it.arg_len, &cancel_word);
+        c.cancel_id = &shm->cancel_id;
+        c.id = id;
+        run_item(NULL, fc, &c);
+        put_result(id, &c.out);
+        cf__outcome_clear(&c.out);
+        id++;
+    }
+    atomic_store_explicit(&shm->running_id, 0, memory_order_relaxed);
+}
+
+static void serve_slots(void)
+{
+    fn_cache *fc = calloc(1, sizeof *fc);
+    if (fc == NULL)
+        die("out of memory");
+    for (uint64_t pos = 0; wait_slot(pos); pos++) {
+        cf_ring_slot *sl = &shm->slots[pos % CF_RING_SLOTS];
+        uint32_t want = CF_SLOT_QUEUED;
+        bool mine = atomic_compare_exchange_strong(&sl->state, &want,
+                                                   CF_SLOT_CLAIMED);
+        if (!mine && want != CF_SLOT_REVOKED)
+            die("a task slot in a bad state");
+        unsigned char *spilled = NULL;
+        const unsigned char *body;
+        uint64_t len;
+        if (sl->flags & CF_SLOT_SPILL) { /* the frame is on the socket */
+            cf_wire_header h;
+            if (!read_frame(&h, &spilled))
+                _exit(0); /* the parent is gone */
+            if (h.type != CF_FRAME_TASK)
+                die("a spilled frame that is no TASK");
+            body = spilled;
+            len = h.body_len;
+        } else {
+            len = sl->len;
+            if (sl->off > CF_RING_TASK_BYTES ||
+                len > CF_RING_TASK_BYTES - sl->off)
+                die("a task slot out of bounds");
+            body = shm->task_data + sl->off;
+        }
+        if (mine) {
+            atomic_store_explicit(&shm->claim_ns, cf__now_ns(),
+                                  memory_order_relaxed);
+            atomic_store_explicit(&shm->claimed, pos + 1, memory_order_release);
+            poke_parent();
+            run_slot(fc, body, len);
+        } else {
+            atomic_store_explicit(&shm->claimed, pos + 1, memory_order_release);
+        }
+        free(spilled);
+        atomic_store_explicit(&shm->released, pos + 1, memory_order_release);
+        poke_parent();
+    }
+    free(fc);
 }
 
 static void close_between(int from, int to)
@@ -261,24 +484,34 @@ static void worker_main(int fd)
     signal(SIGINT, SIG_IGN);
     signal(SIGPIPE, SIG_DFL);
     if (shm_fd < 3 || shm_fd == wfd)
-        shm_fd = -1;
-    close_other_fds(shm_fd >= 0 && shm_fd < wfd ? shm_fd : wfd,
-                    shm_fd > wfd ? shm_fd : wfd);
-    if (shm_fd >= 0) {
-        void *p = mmap(NULL, sizeof(cf_worker_shm), PROT_READ | PROT_WRITE,
-                       MAP_SHARED, shm_fd, 0);
-        parent_shm = p == MAP_FAILED ? NULL : p;
-        close(shm_fd);
-    }
+        die("no shared memory from the parent");
+    close_other_fds(shm_fd < wfd ? shm_fd : wfd, shm_fd > wfd ? shm_fd : wfd);
+    void *p = mmap(NULL, sizeof(cf_shm), PROT_READ | PROT_WRITE, MAP_SHARED,
+                   shm_fd, 0);
+    close(shm_fd);
+    if (p == MAP_FAILED)
+        die("cannot map the memory shared with the parent");
+    shm = p;
 
     pthread_t t;
     if (pthread_create(&t, NULL, watch_parent, NULL) != 0)
         die("cannot start the parent watcher");
     pthread_detach(t);
 
-    cf_link link = {.recv = pipe_recv, .send = pipe_send};
-    cf__serve(&link, parent_shm);
-    _exit(0); /* EOF: the parent shut the pool down or retired us */
+    /* INIT and HELLO on the socket, then the slots. */
+    cf_wire_header h;
+    unsigned char *body;
+    if (!read_frame(&h, &body))
+        _exit(0);
+    if (h.type != CF_FRAME_INIT)
+        die("the first frame is not INIT");
+    cf_wbuf out = {0};
+    run_init(&out, body, (size_t)h.body_len);
+    free(body);
+    write_full(out.p, out.len);
+    cf__wbuf_free(&out);
+    serve_slots();
+    _exit(0); /* the parent shut the pool down or retired us */
 }
 
 __attribute__((constructor)) static void cf_worker_entry(void)

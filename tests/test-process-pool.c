@@ -1174,6 +1174,247 @@ static void test_payloads(void)
     cf_executor_free(ex);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Tasks sent ahead stay queued until a worker starts them                   */
+/* ------------------------------------------------------------------------ */
+
+/* A task that appends its index to a log file (one line per run), and, if
+ * told to, first passes a gate.  So a test sees which items ran, and how
+ * many times. */
+typedef struct log_arg {
+    char log[96];
+    fgate_arg gate;
+    int32_t index;
+    int32_t gated;   /* pass the gate first */
+    int32_t crashes; /* this index crashes (SIGSEGV) instead */
+} log_arg;
+
+static void t_log(cf_call *c)
+{
+    size_t n;
+    const void *p = cf_arg(c, &n);
+    log_arg a;
+    if (n != sizeof a) {
+        cf_raise(c, 1, "t_log: argument of %zu bytes", n);
+        return;
+    }
+    memcpy(&a, p, sizeof a);
+    if (a.gated && fgate_pass(&a.gate) != 0) {
+        cf_raise(c, 2, "t_log: %s", strerror(errno));
+        return;
+    }
+    int fd = open(a.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        cf_raise(c, 1, "open %s: %s", a.log, strerror(errno));
+        return;
+    }
+    dprintf(fd, "%d\n", (int)a.index);
+    close(fd);
+    if (a.crashes == a.index)
+        raise(SIGSEGV);
+    cf_return_i64(c, a.index);
+}
+
+/* How many times each index appears in the log (counts[0..n)). */
+static void read_log(const char *path, int *counts, int n)
+{
+    memset(counts, 0, (size_t)n * sizeof *counts);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    for (int i; fscanf(f, "%d", &i) == 1;) {
+        ASSERT(i >= 0 && i < n);
+        counts[i]++;
+    }
+    fclose(f);
+}
+
+/* A task sent ahead to a busy worker is still pending: it does not report
+ * running, cf_cancel succeeds, and it never runs (issue 12). */
+static void test_sent_ahead_is_pending(void)
+{
+    fgate g;
+    fgate_init(&g);
+    log_arg a = {.gate = g.a, .gated = 1, .crashes = -1};
+    tmpdir_file(&g.dir, "log", a.log, sizeof a.log);
+    cf_executor *ex = pool_n(1);
+    warm_up(ex);
+    /* All at once: the worker is handed the later ones before the first
+     * one turns out to block. */
+    cf_future *busy = cf_submit(ex, t_log, &a, sizeof a);
+    ASSERT(busy != NULL);
+    a.gated = 0;
+    enum { N = 4 };
+    cf_future *later[N];
+    for (int i = 0; i < N; i++) {
+        a.index = 1 + i;
+        later[i] = cf_submit(ex, t_log, &a, sizeof a);
+        ASSERT(later[i] != NULL);
+    }
+    fgate_wait_started(&g, 1, NULL);
+    for (int i = 0; i < N; i++) {
+        ASSERT(!cf_running(later[i]));
+        ASSERT(!cf_done(later[i]));
+    }
+    for (int i = 0; i < N; i += 2) /* every other one */
+        ASSERT(cf_cancel(later[i]));
+    fgate_open(&g);
+    ASSERT_OK(cf_result(busy, LIVENESS, NULL, NULL));
+    for (int i = 0; i < N; i++) {
+        int64_t v;
+        int rc = cf_result_i64(later[i], LIVENESS, &v);
+        if (i % 2 == 0) {
+            ASSERT_ST(rc, CF_ECANCELLED);
+        } else {
+            ASSERT_OK(rc);
+            ASSERT_EQ(v, 1 + i);
+        }
+    }
+    cf_executor_free(ex);
+    int counts[1 + N];
+    read_log(a.log, counts, 1 + N);
+    ASSERT_EQ(counts[0], 1);
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(counts[1 + i], i % 2 == 0 ? 0 : 1); /* cancelled: never ran */
+    for (int i = 0; i < N; i++)
+        cf_future_release(later[i]);
+    cf_future_release(busy);
+    fgate_destroy(&g);
+}
+
+/* Freeing a map cancels the items still queued, also those already handed
+ * to a worker that has not started them: they never run. */
+static void test_map_free_cancels_sent_ahead(void)
+{
+    fgate g;
+    fgate_init(&g);
+    enum { N = 16 };
+    log_arg items[N];
+    for (int i = 0; i < N; i++) {
+        items[i] =
+            (log_arg){.gate = g.a, .index = i, .gated = i == 0, .crashes = -1};
+        tmpdir_file(&g.dir, "log", items[i].log, sizeof items[i].log);
+    }
+    cf_executor *ex = pool_n(1);
+    warm_up(ex);
+    for (int chunk = 1; chunk <= 4; chunk += 3) {
+        unlink(items[0].log);
+        cf_map *m = cf_map_array(ex, t_log, items, sizeof items[0], N,
+                                 &(cf_map_opts){.chunksize = (size_t)chunk,
+                                                .buffersize = N});
+        ASSERT(m != NULL);
+        fgate_wait_started(&g, 1, NULL);
+        cf_map_free(m); /* item 0 runs; the rest waits behind it */
+        fgate_open(&g);
+        /* Every task has ended once a new one has run after them. */
+        cf_future *f = cf_submit_i64(ex, t_square, 3);
+        check_square(f, 3);
+        cf_future_release(f);
+        int counts[N];
+        read_log(items[0].log, counts, N);
+        ASSERT_EQ(counts[0], 1);
+        /* With chunks, the rest of item 0's chunk ran with it. */
+        for (int i = 1; i < N; i++)
+            ASSERT_EQ(counts[i], i < chunk ? 1 : 0);
+        /* A fresh gate for the next round. */
+        fgate_destroy(&g);
+        fgate_init(&g);
+        for (int i = 0; i < N; i++) {
+            items[i].gate = g.a;
+            tmpdir_file(&g.dir, "log", items[i].log, sizeof items[i].log);
+        }
+    }
+    cf_executor_free(ex);
+    fgate_destroy(&g);
+}
+
+/* A short task never waits behind a long one while another worker idles
+ * (issue 12): with one worker held by a task that runs until the test
+ * lets it go, every short task submitted after it completes. */
+static void test_no_head_of_line_wait(void)
+{
+    fgate g;
+    fgate_init(&g);
+    cf_executor *ex = pool_n(2);
+    warm_up(ex); /* both workers up, tasks known to be short */
+    for (int round = 0; round < 3; round++) {
+        /* The long one and the short ones at once: the pool cannot know
+         * yet that the first one is long. */
+        cf_future *long_one = submit_gated(ex, &g, 7);
+        enum { N = 6 };
+        cf_future *s[N];
+        for (int i = 0; i < N; i++) {
+            s[i] = cf_submit_i64(ex, t_square, 10 + i);
+            ASSERT(s[i] != NULL);
+        }
+        /* All of them end while the long one still runs. */
+        ASSERT_OK(
+            cf_wait(s, N, LIVENESS, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL));
+        ASSERT(!cf_done(long_one));
+        for (int i = 0; i < N; i++) {
+            check_square(s[i], 10 + i);
+            cf_future_release(s[i]);
+        }
+        fgate_wait_started(&g, 1, NULL);
+        fgate_open(&g);
+        int64_t v;
+        ASSERT_OK(cf_result_i64(long_one, LIVENESS, &v));
+        ASSERT_EQ(v, 7);
+        cf_future_release(long_one);
+        fgate_destroy(&g);
+        fgate_init(&g);
+    }
+    cf_executor_free(ex);
+    fgate_destroy(&g);
+}
+
+/* A chunked map whose item crashes its worker: that item alone fails
+ * (CF_ECRASHED), the others succeed, and every item that ran before the
+ * crash ran once: its result was kept, not run again. */
+static void test_chunk_crash_runs_once(void)
+{
+    tmpdir d;
+    tmpdir_init(&d);
+    enum { N = 200, CRASH = 77 };
+    log_arg *items = calloc(N, sizeof *items);
+    ASSERT(items != NULL);
+    for (int i = 0; i < N; i++) {
+        items[i] = (log_arg){.index = i, .crashes = CRASH};
+        tmpdir_file(&d, "log", items[i].log, sizeof items[i].log);
+    }
+    cf_executor *ex = pool_n(2);
+    cf_map *m = cf_map_array(ex, t_log, items, sizeof items[0], N,
+                             &(cf_map_opts){.chunksize = 32,
+                                            .continue_on_error = true});
+    ASSERT(m != NULL);
+    for (int i = 0; i < N; i++) {
+        cf_future *f;
+        int rc = cf_map_next(m, &f);
+        ASSERT(f != NULL && cf_done(f));
+        if (i == CRASH) {
+            ASSERT_ST(rc, CF_ECRASHED);
+            cf_error e;
+            ASSERT_OK(cf_exception(f, 0, &e));
+            ASSERT_EQ(e.code, -SIGSEGV);
+            ASSERT(strstr(e.message, "t_log") != NULL);
+        } else {
+            ASSERT_OK(rc);
+            int64_t v;
+            ASSERT_OK(cf_result_i64(f, 0, &v));
+            ASSERT_EQ(v, i);
+        }
+    }
+    ASSERT_ST(cf_map_next(m, NULL), CF_END);
+    cf_map_free(m);
+    cf_executor_free(ex);
+    int counts[N];
+    read_log(items[0].log, counts, N);
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(counts[i], 1);
+    free(items);
+    tmpdir_destroy(&d);
+}
+
 /* Freeing the pool from a done callback, which runs on the pool's manager
  * thread: the manager frees the pool as it exits; nothing hangs or leaks
  * (LeakSanitizer and valgrind check the second half). */
@@ -1210,6 +1451,8 @@ static void test_free_from_callback(void)
 }
 
 TEST_MAIN(T(test_parent_sigkill), T(test_free_from_callback),
+          T(test_sent_ahead_is_pending), T(test_map_free_cancels_sent_ahead),
+          T(test_no_head_of_line_wait), T(test_chunk_crash_runs_once),
           T(test_crash_segv), T(test_crash_abort), T(test_crash_exit3),
           T(test_time_limit), T(test_retries), T(test_max_tasks_per_child),
           T(test_default_max_workers), T(test_max_workers_bound),
