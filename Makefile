@@ -32,11 +32,12 @@ check-valgrind: build
 	@if command -v valgrind >/dev/null; then VALGRIND_JOBS=$(JOBS) bash tests/valgrind.sh build; \
 	else echo "skipped: valgrind not installed"; fi
 
-# libFuzzer targets (clang): the wire decoder and the public API, bounded
+# libFuzzer targets (clang): the wire decoder, the process pool's result
+# ring and the public API, bounded
 # runs over the committed seeds, plus the saved regressions.
 check-fuzz:
 	@$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCF_FUZZ=ON -DCF_BUILD_TESTS=OFF -DCF_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@$(CMAKE) --build build-fuzz -j$(JOBS) --target fuzz-wire fuzz-api make-seeds
+	@$(CMAKE) --build build-fuzz -j$(JOBS) --target fuzz-wire fuzz-api fuzz-ring make-seeds
 	$(CTEST) --test-dir build-fuzz $(CTEST_FLAGS)
 
 check-plain: build
