@@ -330,9 +330,9 @@ CF_API bool cf_request_cancel(cf_future *f);
  * runs on a process pool, kills the worker running it (a fresh worker takes
  * its place) and the future ends with CF_ECANCELLED (state finished, since
  * it had started).  Returns CF_OK; CF_ESTATE if already done; CF_EINVAL if
- * the task runs on threads, which cannot be killed (the cooperative flag of
- * cf_request_cancel is raised instead).  Do not call it concurrently with
- * cf_executor_free of the future's executor.
+ * the task runs on threads, which cannot be killed, or on an MPI rank (the
+ * cooperative flag of cf_request_cancel is raised instead).  Do not call it
+ * concurrently with cf_executor_free of the future's executor.
  */
 CF_API int cf_kill_task(cf_future *f);
 

@@ -28,17 +28,27 @@
  * as in mpi4py: ranks cannot be replaced.  Set
  * cf_mpi_opts.crash_isolation to run each task in a one-process local
  * process pool on its rank instead: a crash then fails only its future
- * (CF_ECRASHED), at the cost of a process round trip per task.
- * cf_task_opts.time_limit and cf_kill_task do not apply to MPI tasks, and
- * a running MPI task does not see cf_request_cancel (pending ones are
- * cancelled as everywhere).
+ * (CF_ECRASHED), at the cost of a process round trip per task; the
+ * initializer runs on the rank and in that local process (again in each
+ * replacement), so tasks see what it set up.  Not supported on MPI, with
+ * or without crash_isolation: cf_task_opts.time_limit (accepted and
+ * ignored: the task runs to its end and keeps its result), cf_kill_task
+ * on a running task (CF_EINVAL; a pending one is cancelled), and
+ * cf_request_cancel of a running task (the task does not see the flag;
+ * pending ones are cancelled as everywhere).
  *
  * Threads: the root's MPI calls are made by the executor's own manager
  * thread, so MPI must provide MPI_THREAD_MULTIPLE (cf_mpi_* initialize MPI
  * with it if the program has not; if it has, with less, they fail with
  * CF_EINVAL and say so on stderr).  Idle ranks and the manager wait with an
- * exponential back-off from 50 us to 1 ms between MPI probes (Open MPI's
+ * exponential back-off from 5 us to 1 ms between MPI probes (Open MPI's
  * blocking calls would spin a core), as mpi4py.futures does.
+ *
+ * Exit: MPI_Finalize -- the program's, or the one cfutures runs at exit
+ * when it initialized MPI -- first shuts down every MPI executor still
+ * alive, as cf_shutdown(ex, true, false): queued and running tasks finish,
+ * the worker ranks are released, then MPI finalizes.  So returning from
+ * main with a live pool is clean; cf_executor_free afterwards only frees.
  */
 #ifndef CFUTURES_MPI_H
 #define CFUTURES_MPI_H
@@ -62,7 +72,8 @@ typedef struct cf_mpi_opts {
     const void *initarg; /**< the initializer's argument (copied) */
     size_t initarg_len;  /**< its length in bytes */
     /** Each rank runs tasks in a local one-process pool: a crash fails
-     *  only its future; time limits and cf_kill_task work. */
+     *  only its future (CF_ECRASHED).  Time limits and cf_kill_task still
+     *  do not apply (see above). */
     bool crash_isolation;
 } cf_mpi_opts;
 

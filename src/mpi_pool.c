@@ -43,6 +43,12 @@ enum { TAG_FRAME = 7001, TAG_STOP = 7002 };
 
 static bool we_initialized;
 
+/* Every pool whose manager may still call MPI: MPI_Finalize (ours at exit,
+ * or the program's) shuts them down first (finalize_hook). */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mpi_pool *live_pools;
+static bool hook_set;
+
 static void finalize_at_exit(void)
 {
     int fin = 0;
@@ -50,6 +56,8 @@ static void finalize_at_exit(void)
     if (!fin)
         MPI_Finalize();
 }
+
+static int finalize_hook(MPI_Comm comm, int keyval, void *attr, void *extra);
 
 /* Initializes MPI with MPI_THREAD_MULTIPLE if needed, and checks the level
  * the program got.  CF_OK or CF_EINVAL (with a message). */
@@ -66,6 +74,23 @@ static int ensure_mpi(int *argc, char ***argv)
         we_initialized = true;
         atexit(finalize_at_exit);
     }
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (fin) {
+        fprintf(stderr, "cfutures: MPI is already finalized\n");
+        return CF_EINVAL;
+    }
+    /* MPI_Finalize deletes MPI_COMM_SELF's attributes first, while MPI
+     * still works: the hook shuts every live pool down there. */
+    pthread_mutex_lock(&live_lock);
+    if (!hook_set) {
+        int key;
+        if (MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, finalize_hook, &key,
+                                   NULL) == MPI_SUCCESS &&
+            MPI_Comm_set_attr(MPI_COMM_SELF, key, NULL) == MPI_SUCCESS)
+            hook_set = true;
+    }
+    pthread_mutex_unlock(&live_lock);
     MPI_Query_thread(&provided);
     if (provided < MPI_THREAD_MULTIPLE) {
         fprintf(stderr,
@@ -99,9 +124,57 @@ typedef struct mpi_link {
     cf_link link;
     MPI_Comm comm;
     int root;
+    bool isolate;       /* crash isolation asked for */
     cf_executor *local; /* crash isolation: a one-process local pool */
     uint64_t last_msg;  /* ns: when the last frame came */
 } mpi_link;
+
+/* Crash isolation: run the task in the rank's local process pool. */
+static void isolated_run(cf_link *l, cf_task_fn fn, cf_call *c)
+{
+    mpi_link *m = (mpi_link *)l;
+    cf_future *f = cf_submit(m->local, fn, c->arg, c->arg_len);
+    if (f == NULL) {
+        cf__outcome_failf(&c->out, cf_last_error(), 0,
+                          "the rank's local process pool refused the task");
+        return;
+    }
+    const void *data;
+    size_t len;
+    int rc = cf_result(f, CF_FOREVER, &data, &len);
+    if (rc == CF_OK) {
+        cf__outcome_set(&c->out, f->out.kind, data, len);
+    } else {
+        cf_error e;
+        cf_exception(f, 0, &e);
+        cf__outcome_failf(&c->out, rc, e.code, "%s", e.message);
+    }
+    cf_future_release(f);
+}
+
+/* Crash isolation: the rank's local one-process pool, with the pool's
+ * initializer (from the INIT frame), so that the tasks, which run there,
+ * see what it set up.  (cf__serve runs it on the rank too, and reports its
+ * outcome to the root.)  Without a pool, tasks run on the rank. */
+static void start_local_pool(mpi_link *m, const unsigned char *body, size_t len)
+{
+    cf_rbuf r = {body, len, 0};
+    cf_fnref ref;
+    const void *arg = NULL;
+    size_t arg_len = 0;
+    cf_process_pool_opts o = {.max_workers = 1};
+    char err[256];
+    if (cf__wire_read_fnref(&r, &ref) == CF_OK &&
+        cf__wire_read_bytes(&r, &arg, &arg_len) == CF_OK &&
+        !(ref.module_len == 0 && ref.offset == 0) &&
+        cf__fnref_resolve(&ref, &o.initializer, err, sizeof err) == CF_OK) {
+        o.initarg = arg;
+        o.initarg_len = arg_len;
+    }
+    m->local = cf_process_pool(&o);
+    if (m->local != NULL)
+        m->link.run = isolated_run;
+}
 
 static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
 {
@@ -137,6 +210,8 @@ static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
     }
     memmove(buf, buf + CF_WIRE_HEADER, (size_t)h->body_len);
     *body = buf;
+    if (h->type == CF_FRAME_INIT && m->isolate && m->local == NULL)
+        start_local_pool(m, buf, (size_t)h->body_len);
     return true;
 }
 
@@ -144,29 +219,6 @@ static void mpi_send(cf_link *l, const void *p, size_t n)
 {
     mpi_link *m = (mpi_link *)l;
     MPI_Send(p, (int)n, MPI_BYTE, m->root, TAG_FRAME, m->comm);
-}
-
-/* Crash isolation: run the task in the rank's local process pool. */
-static void isolated_run(cf_link *l, cf_task_fn fn, cf_call *c)
-{
-    mpi_link *m = (mpi_link *)l;
-    cf_future *f = cf_submit(m->local, fn, c->arg, c->arg_len);
-    if (f == NULL) {
-        cf__outcome_failf(&c->out, cf_last_error(), 0,
-                          "the rank's local process pool refused the task");
-        return;
-    }
-    const void *data;
-    size_t len;
-    int rc = cf_result(f, CF_FOREVER, &data, &len);
-    if (rc == CF_OK) {
-        cf__outcome_set(&c->out, f->out.kind, data, len);
-    } else {
-        cf_error e;
-        cf_exception(f, 0, &e);
-        cf__outcome_failf(&c->out, rc, e.code, "%s", e.message);
-    }
-    cf_future_release(f);
 }
 
 /* Serves the root until it says stop. */
@@ -177,12 +229,8 @@ static void serve(MPI_Comm comm, int root, bool isolate)
         .comm = comm,
         .root = root,
     };
+    m.isolate = isolate;
     fine_timer_slack();
-    if (isolate) {
-        m.local = cf_process_pool(&(cf_process_pool_opts){.max_workers = 1});
-        if (m.local != NULL)
-            m.link.run = isolated_run;
-    }
     cf__serve(&m.link);
     cf_executor_free(m.local);
 }
@@ -219,6 +267,7 @@ typedef struct mpi_pool {
     sendbuf *sends;
     cf_wbuf init; /* the INIT frame every worker gets first */
     uint64_t ewma_ns;
+    struct mpi_pool *live_next; /* live_pools */
 } mpi_pool;
 
 static void pool_free(mpi_pool *p);
@@ -524,6 +573,13 @@ static int mp_wait(cf_executor *ex, const cf_deadline *d)
 
 static void pool_free(mpi_pool *p)
 {
+    pthread_mutex_lock(&live_lock);
+    for (mpi_pool **pp = &live_pools; *pp != NULL; pp = &(*pp)->live_next)
+        if (*pp == p) {
+            *pp = p->live_next;
+            break;
+        }
+    pthread_mutex_unlock(&live_lock);
     for (int i = 0; i < p->nworkers; i++)
         cf__remote_free(&p->w[i].r);
     free(p->w);
@@ -540,6 +596,44 @@ static void mp_destroy(cf_executor *ex)
     mpi_pool *p = pool_of(ex);
     if (cf__manager_release(&p->manager))
         pool_free(p);
+}
+
+/* Runs first in MPI_Finalize (an attribute of MPI_COMM_SELF being
+ * deleted), whoever calls it: shuts down every live pool as
+ * cf_shutdown(ex, true, false) does and waits for their managers, which
+ * stop their workers and let go of their communicators while MPI still
+ * works.  Without this, a program that returns from main with a live pool
+ * crashed in MPI_Finalize under the manager's feet. */
+static int finalize_hook(MPI_Comm comm, int keyval, void *attr, void *extra)
+{
+    (void)comm;
+    (void)attr;
+    (void)extra;
+    pthread_mutex_lock(&live_lock);
+    for (mpi_pool *p = live_pools; p != NULL; p = p->live_next) {
+        pthread_mutex_lock(&p->lock);
+        p->shutdown = true;
+        pthread_cond_signal(&p->wake_cv);
+        pthread_mutex_unlock(&p->lock);
+    }
+    for (;;) {
+        bool running = false;
+        for (mpi_pool *p = live_pools; p != NULL; p = p->live_next) {
+            pthread_mutex_lock(&p->lock);
+            running |= !p->manager.done && !cf__manager_is_self(&p->manager);
+            pthread_mutex_unlock(&p->lock);
+        }
+        pthread_mutex_unlock(&live_lock);
+        if (!running)
+            break;
+        usleep(1000);
+        pthread_mutex_lock(&live_lock);
+    }
+    pthread_mutex_lock(&live_lock);
+    hook_set = false; /* MPI is going away: a new hook if it comes back */
+    pthread_mutex_unlock(&live_lock);
+    MPI_Comm_free_keyval(&keyval);
+    return MPI_SUCCESS;
 }
 
 static const cf_executor_vtable mpi_pool_vtable = {
@@ -585,6 +679,10 @@ static cf_executor *pool_new(MPI_Comm comm, bool spawned, const int *ranks,
     cf__executor_init(&p->base, &mpi_pool_vtable, n);
     pthread_mutex_init(&p->lock, NULL);
     cf__cond_init(&p->wake_cv);
+    pthread_mutex_lock(&live_lock);
+    p->live_next = live_pools;
+    live_pools = p;
+    pthread_mutex_unlock(&live_lock);
     if (cf__manager_start(&p->manager, &p->lock, manager_main, p) != CF_OK) {
         pool_free(p);
         return cf__fail_null(CF_ENOMEM);

@@ -51,6 +51,19 @@ static void crash(cf_call *c)
     raise(SIGSEGV);
 }
 
+/* The pool's initializer sets this; a task reads it (issue 15.2). */
+static int64_t init_value;
+
+static void set_init_value(cf_call *c)
+{
+    init_value = cf_arg_i64(c);
+}
+
+static void get_init_value(cf_call *c)
+{
+    cf_return_i64(c, init_value);
+}
+
 static void rank_of_worker(cf_call *c)
 {
     cf_return_i64(c, (int64_t)getpid());
@@ -247,7 +260,12 @@ static void crash_isolation_case(int argc, char **argv, bool spawn)
     (void)argc;
     (void)argv;
     cf_executor *iso = NULL;
-    cf_mpi_opts o = {.max_workers = 2, .crash_isolation = true};
+    int64_t seed = 4242;
+    cf_mpi_opts o = {.max_workers = 2,
+                     .crash_isolation = true,
+                     .initializer = set_init_value,
+                     .initarg = &seed,
+                     .initarg_len = sizeof seed};
     if (spawn)
         iso = cf_mpi_pool(&o);
     else
@@ -265,6 +283,14 @@ static void crash_isolation_case(int argc, char **argv, bool spawn)
     ASSERT_EQ(v, 55);
     cf_future_release(bad);
     cf_future_release(good);
+    /* The tasks run in the rank's local process: it ran the initializer
+     * too, before and after the crash replaced it. */
+    for (int i = 0; i < 4; i++) {
+        cf_future *f = cf_submit(iso, get_init_value, NULL, 0);
+        ASSERT_OK(cf_result_i64(f, 60, &v));
+        ASSERT_EQ(v, 4242);
+        cf_future_release(f);
+    }
     cf_executor_free(iso);
     printf("ok - crash isolation (%s)\n", spawn ? "spawn" : "comm");
 }
