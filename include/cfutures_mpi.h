@@ -21,7 +21,9 @@
  * Tasks, arguments, results and errors are those of every executor (the
  * process pool's frames; functions travel as module + build-id + offset
  * and are checked on the worker: every rank must run the same binary).
- * One frame must stay under 2 GiB (MPI counts are int).
+ * Arguments and results of any size the process pool takes travel: MPI
+ * counts are int, so a frame above 1 GiB goes in pieces.  A rank (or the
+ * root) without memory for one fails that one future with CF_ENOMEM.
  *
  * Failure behaviour, honestly: a task error fails only its future.  A rank
  * that dies (a crashing task) takes the whole job down under Open MPI 4.1,

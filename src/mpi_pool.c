@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { TAG_FRAME = 7001, TAG_STOP = 7002 };
+enum { TAG_FRAME = 7001, TAG_STOP = 7002, TAG_PIECE = 7003 };
 
 /* Probing back-off: from MIN up to BUSY_MAX while work is in flight (or a
  * message came in the last ACTIVE_NS), up to IDLE_MAX otherwise.  The
@@ -58,6 +58,7 @@ static void finalize_at_exit(void)
 }
 
 static int finalize_hook(MPI_Comm comm, int keyval, void *attr, void *extra);
+static void read_piece_knob(void);
 
 /* Initializes MPI with MPI_THREAD_MULTIPLE if needed, and checks the level
  * the program got.  CF_OK or CF_EINVAL (with a message). */
@@ -74,6 +75,7 @@ static int ensure_mpi(int *argc, char ***argv)
         we_initialized = true;
         atexit(finalize_at_exit);
     }
+    read_piece_knob();
     int fin = 0;
     MPI_Finalized(&fin);
     if (fin) {
@@ -114,6 +116,120 @@ static void backoff_sleep(uint64_t *ns, uint64_t max)
 static void fine_timer_slack(void)
 {
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* 1 us, for this thread */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Messages of any size                                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * MPI counts are int: a message is at most 2 GiB - 1 bytes.  A frame
+ * longer than piece_max (1 GiB; CF_MPI_PIECE=bytes lowers it, for tests)
+ * travels as a BIG control message with TAG_FRAME (its total length and
+ * piece size) followed by the pieces, in order, with TAG_PIECE (MPI keeps
+ * the order of messages between two ranks).  A control message is 24
+ * bytes: u32 magic "CFM1" | u32 kind | u64 a | u64 b, never a frame (whose
+ * magic is "CFW1").
+ */
+#define CTL_MAGIC 0x314d4643u /* "CFM1" */
+#define CTL_LEN 24
+enum { CTL_BIG = 1 };
+
+static size_t piece_max = (size_t)1 << 30;
+
+static void read_piece_knob(void)
+{
+    const char *e = getenv("CF_MPI_PIECE");
+    long long v = e ? atoll(e) : 0;
+    if (v >= 4096 && v <= INT_MAX)
+        piece_max = (size_t)v;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8); /* little-endian hosts only, as the wire */
+    return v;
+}
+
+static void put_ctl(unsigned char *m, uint32_t kind, uint64_t a, uint64_t b)
+{
+    uint32_t magic = CTL_MAGIC;
+    memcpy(m, &magic, 4);
+    memcpy(m + 4, &kind, 4);
+    memcpy(m + 8, &a, 8);
+    memcpy(m + 16, &b, 8);
+}
+
+/* A control message's kind (and fields), or 0 if m is not one. */
+static uint32_t get_ctl(const unsigned char *m, size_t len, uint64_t *a,
+                        uint64_t *b)
+{
+    uint32_t magic, kind;
+    if (len != CTL_LEN)
+        return 0;
+    memcpy(&magic, m, 4);
+    memcpy(&kind, m + 4, 4);
+    if (magic != CTL_MAGIC)
+        return 0;
+    *a = get_u64(m + 8);
+    *b = get_u64(m + 16);
+    return kind;
+}
+
+/* Number of pieces of a total-byte message. */
+static uint64_t pieces_of(uint64_t total, uint64_t piece)
+{
+    return (total + piece - 1) / piece;
+}
+
+/* Sends n bytes to dest, blocking: in one message, or announced and in
+ * pieces. */
+static void send_any(MPI_Comm comm, int dest, const void *p, size_t n)
+{
+    if (n <= piece_max) {
+        MPI_Send(p, (int)n, MPI_BYTE, dest, TAG_FRAME, comm);
+        return;
+    }
+    unsigned char m[CTL_LEN];
+    put_ctl(m, CTL_BIG, n, piece_max);
+    MPI_Send(m, CTL_LEN, MPI_BYTE, dest, TAG_FRAME, comm);
+    for (size_t off = 0; off < n; off += piece_max) {
+        size_t k = n - off < piece_max ? n - off : piece_max;
+        MPI_Send((const unsigned char *)p + off, (int)k, MPI_BYTE, dest,
+                 TAG_PIECE, comm);
+    }
+}
+
+/*
+ * After a BIG announcement from src: receives the message's pieces into a
+ * new buffer.  Without memory for it, drains the pieces, keeps the first
+ * min(total, sizeof *head) bytes in head (for the frame's header) and
+ * returns NULL.  A piece size that does not fit an int is a protocol error.
+ */
+static unsigned char *recv_big(MPI_Comm comm, int src, uint64_t total,
+                               uint64_t piece, unsigned char (*head)[4096])
+{
+    if (piece == 0 || piece > INT_MAX || total > CF_WIRE_MAX_BODY + 64) {
+        fprintf(stderr, "cfutures: bad message announcement from rank %d\n",
+                src);
+        MPI_Abort(comm, 70);
+    }
+    unsigned char *buf = malloc((size_t)total), *scratch = NULL;
+    if (buf == NULL && (scratch = malloc((size_t)piece)) == NULL) {
+        fprintf(stderr, "cfutures: out of memory for a %llu-byte message\n",
+                (unsigned long long)total);
+        MPI_Abort(comm, 70);
+    }
+    for (uint64_t off = 0; off < total; off += piece) {
+        uint64_t k = total - off < piece ? total - off : piece;
+        unsigned char *to = buf ? buf + off : scratch;
+        MPI_Recv(to, (int)k, MPI_BYTE, src, TAG_PIECE, comm, MPI_STATUS_IGNORE);
+        if (buf == NULL && off == 0)
+            memcpy(*head, scratch, k < sizeof *head ? (size_t)k : sizeof *head);
+    }
+    free(scratch);
+    return buf;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -176,49 +292,111 @@ static void start_local_pool(mpi_link *m, const unsigned char *body, size_t len)
         m->link.run = isolated_run;
 }
 
+/* A TASK frame this rank has no memory for: each of its items fails with
+ * CF_ENOMEM (head: the frame's first bytes). */
+static void refuse_task(mpi_link *m, const unsigned char *head, size_t have,
+                        uint64_t total)
+{
+    cf_wire_header h;
+    cf_fnref ref;
+    uint64_t id;
+    cf_rbuf r = {head + CF_WIRE_HEADER, have - CF_WIRE_HEADER, 0};
+    if (have < CF_WIRE_HEADER || cf__wire_header(head, &h) != CF_OK ||
+        h.type != CF_FRAME_TASK ||
+        cf__wire_read_task_head(&r, &ref, &id) != CF_OK) {
+        fprintf(stderr, "cfutures: no memory for a %llu-byte frame\n",
+                (unsigned long long)total);
+        MPI_Abort(m->comm, 70);
+    }
+    char msg[160];
+    int rank = -1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    snprintf(msg, sizeof msg,
+             "no memory on MPI rank %d for a task frame of %llu bytes", rank,
+             (unsigned long long)total);
+    for (uint32_t i = 0; i < h.count; i++) {
+        cf_wbuf out = {0};
+        size_t off = cf__wire_begin(&out, CF_FRAME_RESULT, 1);
+        cf__wire_result(&out, id + i, CF_ENOMEM, 0, CF_KIND_NONE, NULL, 0, msg,
+                        strlen(msg));
+        cf__wire_end(&out, off);
+        if (!out.oom)
+            send_any(m->comm, m->root, out.p, out.len);
+        cf__wbuf_free(&out);
+    }
+}
+
 static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
 {
     mpi_link *m = (mpi_link *)l;
-    uint64_t wait = BACKOFF_MIN_NS;
-    MPI_Status st;
     for (;;) {
-        int flag = 0;
-        MPI_Iprobe(m->root, MPI_ANY_TAG, m->comm, &flag, &st);
-        if (flag)
-            break;
-        bool active = cf__now_ns() - m->last_msg < ACTIVE_NS;
-        backoff_sleep(&wait, active ? BACKOFF_BUSY_MAX_NS : BACKOFF_MAX_NS);
+        uint64_t wait = BACKOFF_MIN_NS;
+        MPI_Status st;
+        for (;;) {
+            int flag = 0;
+            MPI_Iprobe(m->root, MPI_ANY_TAG, m->comm, &flag, &st);
+            if (flag)
+                break;
+            bool active = cf__now_ns() - m->last_msg < ACTIVE_NS;
+            backoff_sleep(&wait, active ? BACKOFF_BUSY_MAX_NS : BACKOFF_MAX_NS);
+        }
+        m->last_msg = cf__now_ns();
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
+        if (buf == NULL) {
+            fprintf(stderr, "cfutures: MPI worker out of memory\n");
+            MPI_Abort(m->comm, 70);
+        }
+        MPI_Recv(buf, count, MPI_BYTE, m->root, st.MPI_TAG, m->comm,
+                 MPI_STATUS_IGNORE);
+        if (st.MPI_TAG == TAG_STOP) {
+            free(buf);
+            return false;
+        }
+        uint64_t len = (uint64_t)count, total, piece;
+        if (get_ctl(buf, len, &total, &piece) == CTL_BIG) {
+            free(buf);
+            unsigned char head[4096];
+            buf = recv_big(m->comm, m->root, total, piece, &head);
+            if (buf == NULL) {
+                refuse_task(m, head, total < sizeof head ? total : sizeof head,
+                            total);
+                continue;
+            }
+            len = total;
+        }
+        if (len < CF_WIRE_HEADER || cf__wire_header(buf, h) != CF_OK ||
+            h->body_len != len - CF_WIRE_HEADER) {
+            fprintf(stderr, "cfutures: malformed frame from the MPI root\n");
+            MPI_Abort(m->comm, 70);
+        }
+        memmove(buf, buf + CF_WIRE_HEADER, (size_t)h->body_len);
+        *body = buf;
+        if (h->type == CF_FRAME_INIT && m->isolate && m->local == NULL)
+            start_local_pool(m, buf, (size_t)h->body_len);
+        return true;
     }
-    m->last_msg = cf__now_ns();
-    int count = 0;
-    MPI_Get_count(&st, MPI_BYTE, &count);
-    unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
-    if (buf == NULL) {
-        fprintf(stderr, "cfutures: MPI worker out of memory\n");
-        MPI_Abort(m->comm, 70);
-    }
-    MPI_Recv(buf, count, MPI_BYTE, m->root, st.MPI_TAG, m->comm,
-             MPI_STATUS_IGNORE);
-    if (st.MPI_TAG == TAG_STOP) {
-        free(buf);
-        return false;
-    }
-    if (count < CF_WIRE_HEADER || cf__wire_header(buf, h) != CF_OK ||
-        h->body_len != (uint64_t)count - CF_WIRE_HEADER) {
-        fprintf(stderr, "cfutures: malformed frame from the MPI root\n");
-        MPI_Abort(m->comm, 70);
-    }
-    memmove(buf, buf + CF_WIRE_HEADER, (size_t)h->body_len);
-    *body = buf;
-    if (h->type == CF_FRAME_INIT && m->isolate && m->local == NULL)
-        start_local_pool(m, buf, (size_t)h->body_len);
-    return true;
 }
 
+/* A message of one or more frames to the root.  Above piece_max, one frame
+ * per message, so that a result the root has no memory for fails alone. */
 static void mpi_send(cf_link *l, const void *p, size_t n)
 {
     mpi_link *m = (mpi_link *)l;
-    MPI_Send(p, (int)n, MPI_BYTE, m->root, TAG_FRAME, m->comm);
+    if (n <= piece_max) {
+        MPI_Send(p, (int)n, MPI_BYTE, m->root, TAG_FRAME, m->comm);
+        return;
+    }
+    const unsigned char *b = p;
+    for (size_t pos = 0; pos + CF_WIRE_HEADER <= n;) {
+        cf_wire_header h;
+        if (cf__wire_header(b + pos, &h) != CF_OK) /* we wrote it */
+            break;
+        size_t len = CF_WIRE_HEADER + (size_t)h.body_len;
+        send_any(m->comm, m->root, b + pos, len);
+        pos += len;
+    }
 }
 
 /* Serves the root until it says stop. */
@@ -245,9 +423,11 @@ typedef struct mworker {
     cf_remote r;
 } mworker;
 
-typedef struct sendbuf { /* an MPI_Isend in progress and its buffer */
+typedef struct sendbuf { /* MPI_Isends in progress and their buffer */
     struct sendbuf *next;
-    MPI_Request req;
+    MPI_Request one, *reqs; /* &one, or the announcement and pieces */
+    int nreq;
+    unsigned char ctl[CTL_LEN]; /* the BIG announcement */
     cf_wbuf buf;
 } sendbuf;
 
@@ -288,7 +468,29 @@ static void post_send(mpi_pool *p, int rank, int tag, cf_wbuf *buf)
     }
     s->buf = *buf;
     memset(buf, 0, sizeof *buf);
-    MPI_Isend(s->buf.p, (int)s->buf.len, MPI_BYTE, rank, tag, p->comm, &s->req);
+    size_t n = s->buf.len;
+    s->reqs = &s->one;
+    s->nreq = 1;
+    if (n <= piece_max) {
+        MPI_Isend(s->buf.p, (int)n, MPI_BYTE, rank, tag, p->comm, &s->one);
+    } else { /* announced, then in pieces (send_any) */
+        uint64_t k = pieces_of(n, piece_max);
+        s->reqs = malloc((size_t)(k + 1) * sizeof *s->reqs);
+        if (s->reqs == NULL) {
+            fprintf(stderr, "cfutures: out of memory sending to rank %d\n",
+                    rank);
+            MPI_Abort(p->comm, 70);
+        }
+        s->nreq = (int)(k + 1);
+        put_ctl(s->ctl, CTL_BIG, n, piece_max);
+        MPI_Isend(s->ctl, CTL_LEN, MPI_BYTE, rank, tag, p->comm, &s->reqs[0]);
+        for (uint64_t i = 0; i < k; i++) {
+            size_t off = (size_t)i * piece_max;
+            size_t len = n - off < piece_max ? n - off : piece_max;
+            MPI_Isend(s->buf.p + off, (int)len, MPI_BYTE, rank, TAG_PIECE,
+                      p->comm, &s->reqs[i + 1]);
+        }
+    }
     s->next = p->sends;
     p->sends = s;
 }
@@ -300,13 +502,15 @@ static bool reap_sends(mpi_pool *p)
     for (sendbuf **pp = &p->sends; *pp != NULL;) {
         sendbuf *s = *pp;
         int done = 0;
-        MPI_Test(&s->req, &done, MPI_STATUS_IGNORE);
+        MPI_Testall(s->nreq, s->reqs, &done, MPI_STATUSES_IGNORE);
         if (!done) {
             pp = &s->next;
             continue;
         }
         *pp = s->next;
         cf__wbuf_free(&s->buf);
+        if (s->reqs != &s->one)
+            free(s->reqs);
         free(s);
         any = true;
     }
@@ -369,6 +573,23 @@ static bool handle_frame(mpi_pool *p, mworker *w, const cf_wire_header *hp,
     return true;
 }
 
+/* A result the root had no memory for: its item (the oldest in flight on
+ * w) fails with CF_ENOMEM. */
+static bool lost_result(mpi_pool *p, mworker *w, uint64_t total)
+{
+    if (w->r.count == 0)
+        return false;
+    char msg[160];
+    int n = snprintf(msg, sizeof msg,
+                     "no memory for a %llu-byte result from MPI rank %d",
+                     (unsigned long long)total, w->rank);
+    cf_wire_result res = {.id = cf__remote_at(&w->r, 0)->id,
+                          .status = CF_ENOMEM,
+                          .msg = msg,
+                          .msg_len = (size_t)n};
+    return cf__remote_result(&p->base, &w->r, w->rank, &res);
+}
+
 /* Receives every frame waiting; true if there was one. */
 static bool poll_results(mpi_pool *p)
 {
@@ -388,14 +609,27 @@ static bool poll_results(mpi_pool *p)
         }
         MPI_Recv(buf, count, MPI_BYTE, st.MPI_SOURCE, TAG_FRAME, p->comm,
                  MPI_STATUS_IGNORE);
-        /* One message holds one or more frames (a batch of results). */
         mworker *w = worker_of_rank(p, st.MPI_SOURCE);
         bool ok = w != NULL;
-        for (size_t pos = 0; ok && pos < (size_t)count;) {
+        size_t len = (size_t)count;
+        uint64_t total, piece;
+        if (ok && get_ctl(buf, len, &total, &piece) == CTL_BIG) {
+            free(buf);
+            unsigned char head[4096];
+            buf = recv_big(p->comm, w->rank, total, piece, &head);
+            len = (size_t)total;
+            if (buf == NULL) { /* one result frame: its item fails */
+                ok = lost_result(p, w, total);
+                buf = malloc(1);
+                len = 0;
+            }
+        }
+        /* One message holds one or more frames (a batch of results). */
+        for (size_t pos = 0; ok && pos < len;) {
             cf_wire_header h;
-            ok = (size_t)count - pos >= CF_WIRE_HEADER &&
+            ok = len - pos >= CF_WIRE_HEADER &&
                  cf__wire_header(buf + pos, &h) == CF_OK &&
-                 h.body_len <= (size_t)count - pos - CF_WIRE_HEADER &&
+                 h.body_len <= len - pos - CF_WIRE_HEADER &&
                  handle_frame(p, w, &h, buf + pos + CF_WIRE_HEADER);
             if (ok)
                 pos += CF_WIRE_HEADER + (size_t)h.body_len;
@@ -420,13 +654,8 @@ static bool dispatch_one_locked(mpi_pool *p, mworker *w)
     pthread_mutex_unlock(&p->lock);
     cf_wbuf out = {0};
     cf__send_batch(&w->r, batch, n, &out, &p->fncache);
-    if (out.oom) {
+    if (out.oom) { /* cannot happen: cf__send_batch reserves first */
         fprintf(stderr, "cfutures: out of memory encoding a task frame\n");
-        MPI_Abort(p->comm, 70);
-    }
-    if (out.len > INT_MAX) {
-        fprintf(stderr, "cfutures: a task frame over 2 GiB cannot go over "
-                        "MPI\n");
         MPI_Abort(p->comm, 70);
     }
     if (out.len > 0)
