@@ -25,26 +25,47 @@
  * counts are int, so a frame above 1 GiB goes in pieces.  A rank (or the
  * root) without memory for one fails that one future with CF_ENOMEM.
  *
- * Failure behaviour, honestly: a task error fails only its future.  A rank
- * that dies (a crashing task) takes the whole job down under Open MPI 4.1,
- * as in mpi4py: ranks cannot be replaced.  Set
- * cf_mpi_opts.crash_isolation to run each task in a one-process local
- * process pool on its rank instead: a crash then fails only its future
- * (CF_ECRASHED), at the cost of a process round trip per task; the
- * initializer runs on the rank and in that local process (again in each
- * replacement), so tasks see what it set up.  Not supported on MPI, with
- * or without crash_isolation: cf_task_opts.time_limit (accepted and
- * ignored: the task runs to its end and keeps its result), cf_kill_task
- * on a running task (CF_EINVAL; a pending one is cancelled), and
- * cf_request_cancel of a running task (the task does not see the flag;
- * pending ones are cancelled as everywhere).
+ * Failure behaviour, honestly: a task error fails only its future.  A
+ * crashing task kills its rank, and Open MPI 4.1 then takes the whole job
+ * down -- unless the job runs under `mpirun --enable-recovery`: then the
+ * pool notices the dead rank (a rank on the root's host at once; any rank
+ * when it has been silent for cf_mpi_opts.liveness_timeout, its heartbeat
+ * having stopped), the task it ran ends with CF_ECRASHED (the message
+ * names the rank, its host and pid), what it had queued runs elsewhere,
+ * and the pool goes on with the other ranks (CF_EBROKEN once none is
+ * left).  Ranks are never replaced.  Set cf_mpi_opts.crash_isolation to
+ * run each task in a one-process local process pool on its rank instead:
+ * a crash then fails only its future (CF_ECRASHED) and the rank lives, at
+ * the cost of a process round trip per task; the initializer runs on the
+ * rank and in that local process (again in each replacement), so tasks
+ * see what it set up.  Not supported on MPI, with or without
+ * crash_isolation: cf_task_opts.time_limit (accepted and ignored: the
+ * task runs to its end and keeps its result), cf_kill_task on a running
+ * task (CF_EINVAL; a pending one is cancelled), cf_request_cancel of a
+ * running task (the task does not see the flag; pending ones are
+ * cancelled as everywhere), cf_terminate_workers / cf_kill_workers
+ * (CF_EINVAL: a rank cannot be signalled from the root, and killing one
+ * ends the job).
  *
- * Threads: the root's MPI calls are made by the executor's own manager
- * thread, so MPI must provide MPI_THREAD_MULTIPLE (cf_mpi_* initialize MPI
- * with it if the program has not; if it has, with less, they fail with
- * CF_EINVAL and say so on stderr).  Idle ranks and the manager wait with an
- * exponential back-off from 5 us to 1 ms between MPI probes (Open MPI's
- * blocking calls would spin a core), as mpi4py.futures does.
+ * Placement, as the process pool: an idle rank gets the next task; a busy
+ * rank gets one more ahead of time (up to 8 while tasks take under 200
+ * us), so that it never waits for the root.  A task sent ahead is only
+ * queued on its rank: it stays pending (cf_running() false; cf_cancel and
+ * cf_map_free take it back) until the rank starts it, which costs the rank
+ * one small round trip to the root (a claim) then.  A rank that goes idle
+ * takes over a task queued behind one that runs long elsewhere, so a task
+ * never waits behind a long one while a rank idles.  A map's chunk is one
+ * task (one message each way, per 64 KiB of results).
+ *
+ * Threads and waiting: the root's MPI calls are made by the executor's
+ * own manager thread, so MPI must provide MPI_THREAD_MULTIPLE (cf_mpi_*
+ * initialize MPI with it if the program has not; if it has, with less,
+ * they fail with CF_EINVAL and say so on stderr).  Each rank also runs a
+ * heartbeat thread.  The manager and idle ranks poll for messages: they
+ * spin 50 us after the last one, then sleep with a back-off from 5 us to
+ * 1 ms.  Open MPI's blocking calls spin a core for as long as they wait,
+ * so an idle pool would burn one core per rank: the guide has the
+ * figures of both (CF_MPI_WAIT=block selects blocking waits).
  *
  * Exit: MPI_Finalize -- the program's, or the one cfutures runs at exit
  * when it initialized MPI -- first shuts down every MPI executor still
@@ -77,6 +98,23 @@ typedef struct cf_mpi_opts {
      *  only its future (CF_ECRASHED).  Time limits and cf_kill_task still
      *  do not apply (see above). */
     bool crash_isolation;
+    /** A rank silent this many seconds is presumed dead (every rank sends
+     *  a heartbeat from a thread of its own, four times per period, even
+     *  while a task runs); its tasks end with CF_ECRASHED and the pool goes
+     *  on with the other ranks.  A rank on this host whose process is gone
+     *  is noticed at once.  0 means 10 s; CF_FOREVER, never. */
+    double liveness_timeout;
+    /** Under crash_isolation: the rank's local process is replaced after
+     *  this many tasks (cf_process_pool_opts.max_tasks_per_child); 0 =
+     *  never.  Without crash_isolation, CF_EINVAL: a rank is not replaced. */
+    int max_tasks_per_child;
+    /** Spawn mode: where the ranks go, as Open MPI's MPI_Comm_spawn info
+     *  keys (NULL: not set; ignored in SPMD mode).  hosts: "a,b,c" ("host"
+     *  key; a host may repeat, once per slot); hostfile: a path
+     *  ("hostfile"); map_by: "node", "slot", "core", ... ("map_by"). */
+    const char *hosts;
+    const char *hostfile; /**< see hosts */
+    const char *map_by;   /**< see hosts */
 } cf_mpi_opts;
 
 /**

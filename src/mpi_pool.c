@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,17 +26,39 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { TAG_FRAME = 7001, TAG_STOP = 7002, TAG_PIECE = 7003 };
+enum {
+    TAG_FRAME = 7001, /* frames, control messages */
+    TAG_STOP = 7002,  /* root -> rank: the end */
+    TAG_PIECE = 7003, /* a piece of a BIG message */
+    TAG_AHEAD = 7004, /* root -> rank: a frame sent ahead (claim it first) */
+};
 
-/* Probing back-off: from MIN up to BUSY_MAX while work is in flight (or a
- * message came in the last ACTIVE_NS), up to IDLE_MAX otherwise.  The
- * polling threads ask for a 1 us timer slack, so short sleeps are short. */
+/* Waiting for messages: spin SPIN_NS after the last one, then sleep with
+ * a back-off from MIN to MAX (the waiting threads ask for a 1 us timer
+ * slack, so short sleeps are short).  CF_MPI_WAIT=block makes the ranks
+ * wait in MPI_Probe and the root spin instead (Open MPI's blocking calls
+ * spin a core: the guide has the figures). */
+#define SPIN_NS 50000u
 #define BACKOFF_MIN_NS 5000u
-#define BACKOFF_BUSY_MAX_NS 50000u
 #define BACKOFF_MAX_NS 1000000u
-#define ACTIVE_NS 5000000u
-#define WINDOW 4
+/* Messages to the root up to INLINE_MAX bytes travel in one message (its
+ * posted receive per rank); longer ones are announced (CTL_BIG). */
+#define INLINE_MAX (128 * 1024)
+/* Frames sent ahead: many while tasks are short, else one. */
+#define WINDOW_SHORT 8
+#define WINDOW_LONG 2
+#define PIPELINE_MAX_NS 200000u
+/* Frames queued behind one that has run this long go to an idle rank
+ * (a claim costs a round trip: there is no reason to wait longer). */
+#define TAKEBACK_NS 100000u
+#define LIVENESS_DEFAULT_NS 10000000000ull
+/* How often the root checks that the process of a rank on its host is
+ * there. */
+#define PID_CHECK_NS 50000000u
+enum { WAIT_POLL, WAIT_BLOCK };
+static int wait_mode = WAIT_POLL;
 #define ISOLATE_ARG "--cfutures-crash-isolation"
+#define MAXTASKS_ARG "--cfutures-max-tasks="
 
 /* ------------------------------------------------------------------------ */
 /* MPI set-up                                                                */
@@ -133,12 +156,24 @@ static void fine_timer_slack(void)
  */
 #define CTL_MAGIC 0x314d4643u /* "CFM1" */
 #define CTL_LEN 24
-enum { CTL_BIG = 1 };
+enum {
+    CTL_BIG = 1, /* a message in pieces follows: a = bytes, b = piece */
+    CTL_CLAIM,   /* rank -> root: may frame a (its first id) start? */
+    CTL_GO,      /* root -> rank: frame a may start */
+    CTL_SKIP,    /* root -> rank: drop frame a */
+    CTL_CONF,    /* root -> rank: heartbeat every a ns (0: none) */
+    CTL_INFO,    /* rank -> root: pid a, b bytes of host name follow */
+    CTL_BEAT,    /* rank -> root: alive */
+    CTL_BYE,     /* rank -> root: its last message */
+};
 
 static size_t piece_max = (size_t)1 << 30;
 
 static void read_piece_knob(void)
 {
+    const char *w = getenv("CF_MPI_WAIT");
+    if (w != NULL && strcmp(w, "block") == 0)
+        wait_mode = WAIT_BLOCK;
     const char *e = getenv("CF_MPI_PIECE");
     long long v = e ? atoll(e) : 0;
     if (v >= 4096 && v <= INT_MAX)
@@ -166,7 +201,7 @@ static uint32_t get_ctl(const unsigned char *m, size_t len, uint64_t *a,
                         uint64_t *b)
 {
     uint32_t magic, kind;
-    if (len != CTL_LEN)
+    if (len < CTL_LEN)
         return 0;
     memcpy(&magic, m, 4);
     memcpy(&kind, m + 4, 4);
@@ -183,11 +218,12 @@ static uint64_t pieces_of(uint64_t total, uint64_t piece)
     return (total + piece - 1) / piece;
 }
 
-/* Sends n bytes to dest, blocking: in one message, or announced and in
- * pieces. */
-static void send_any(MPI_Comm comm, int dest, const void *p, size_t n)
+/* Sends n bytes to dest, blocking: in one message up to limit bytes, or
+ * announced and in pieces. */
+static void send_any(MPI_Comm comm, int dest, const void *p, size_t n,
+                     size_t limit)
 {
-    if (n <= piece_max) {
+    if (n <= limit) {
         MPI_Send(p, (int)n, MPI_BYTE, dest, TAG_FRAME, comm);
         return;
     }
@@ -236,14 +272,80 @@ static unsigned char *recv_big(MPI_Comm comm, int src, uint64_t total,
 /* The worker side                                                           */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * A rank serves with cf__serve (worker.c) over this link.  Its main thread
+ * probes for the root's messages (spinning SPIN_NS after each, then with a
+ * back-off) and keeps the frames in a local FIFO.  A frame sent ahead
+ * (TAG_AHEAD) is only queued here: when it comes to run, the rank asks the
+ * root (CLAIM) and runs it on GO, drops it on SKIP (the root took it back,
+ * or the future was cancelled meanwhile).  A second thread sends INFO (pid
+ * and host) once, then a heartbeat every beat period (CONF from the root),
+ * and stops at the end with BYE, the rank's last message.
+ */
+typedef struct lframe {
+    struct lframe *next;
+    cf_wire_header h;
+    unsigned char *body;         /* NULL: no memory for it (head kept) */
+    unsigned char (*head)[4096]; /* its first bytes, when body is NULL */
+    uint64_t total, id;
+    bool ahead, claimed;
+    uint32_t answer; /* CTL_GO, CTL_SKIP, 0 */
+} lframe;
+
 typedef struct mpi_link {
     cf_link link;
     MPI_Comm comm;
     int root;
-    bool isolate;       /* crash isolation asked for */
-    cf_executor *local; /* crash isolation: a one-process local pool */
-    uint64_t last_msg;  /* ns: when the last frame came */
+    bool isolate;            /* crash isolation asked for */
+    int max_tasks_per_child; /* of the local pool */
+    cf_executor *local;      /* crash isolation: a one-process local pool */
+    lframe *head, *tail;     /* frames received, not run yet */
+    bool stopped;            /* STOP came */
+    uint64_t last_msg;       /* ns: when the last message came or went */
+    /* the heartbeat thread */
+    pthread_t beat;
+    bool beating;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    uint64_t beat_ns; /* 0: none */
+    bool beat_stop;
 } mpi_link;
+
+static void send_ctl(MPI_Comm comm, int dest, uint32_t kind, uint64_t a,
+                     uint64_t b)
+{
+    unsigned char m[CTL_LEN];
+    put_ctl(m, kind, a, b);
+    MPI_Send(m, CTL_LEN, MPI_BYTE, dest, TAG_FRAME, comm);
+}
+
+static void *beat_main(void *arg)
+{
+    mpi_link *m = arg;
+    char host[MPI_MAX_PROCESSOR_NAME + CTL_LEN];
+    int len = 0;
+    MPI_Get_processor_name(host + CTL_LEN, &len);
+    put_ctl((unsigned char *)host, CTL_INFO, (uint64_t)getpid(), (uint64_t)len);
+    MPI_Send(host, CTL_LEN + len, MPI_BYTE, m->root, TAG_FRAME, m->comm);
+    pthread_mutex_lock(&m->lock);
+    while (!m->beat_stop) {
+        cf_deadline d = {.forever = m->beat_ns == 0};
+        if (m->beat_ns != 0) {
+            clock_gettime(CLOCK_MONOTONIC, &d.at);
+            uint64_t ns = (uint64_t)d.at.tv_nsec + m->beat_ns;
+            d.at.tv_sec += (time_t)(ns / 1000000000u);
+            d.at.tv_nsec = (long)(ns % 1000000000u);
+        }
+        if (cf__cond_wait(&m->cv, &m->lock, &d) == ETIMEDOUT && !m->beat_stop) {
+            pthread_mutex_unlock(&m->lock);
+            send_ctl(m->comm, m->root, CTL_BEAT, 0, 0);
+            pthread_mutex_lock(&m->lock);
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    send_ctl(m->comm, m->root, CTL_BYE, 0, 0);
+    return NULL;
+}
 
 /* Crash isolation: run the task in the rank's local process pool. */
 static void isolated_run(cf_link *l, cf_task_fn fn, cf_call *c)
@@ -278,7 +380,8 @@ static void start_local_pool(mpi_link *m, const unsigned char *body, size_t len)
     cf_fnref ref;
     const void *arg = NULL;
     size_t arg_len = 0;
-    cf_process_pool_opts o = {.max_workers = 1};
+    cf_process_pool_opts o = {.max_workers = 1,
+                              .max_tasks_per_child = m->max_tasks_per_child};
     char err[256];
     if (cf__wire_read_fnref(&r, &ref) == CF_OK &&
         cf__wire_read_bytes(&r, &arg, &arg_len) == CF_OK &&
@@ -321,70 +424,190 @@ static void refuse_task(mpi_link *m, const unsigned char *head, size_t have,
                         strlen(msg));
         cf__wire_end(&out, off);
         if (!out.oom)
-            send_any(m->comm, m->root, out.p, out.len);
+            send_any(m->comm, m->root, out.p, out.len, INLINE_MAX);
         cf__wbuf_free(&out);
     }
+}
+
+/* Waits for the root's next message (spinning a little, then sleeping
+ * with a back-off) and receives it: *buf (malloc'd), *len, its tag.  A BIG
+ * message comes whole (*buf NULL if there was no memory for it: *head). */
+static void next_message(mpi_link *m, unsigned char **buf, uint64_t *len,
+                         int *tag, unsigned char (**head)[4096])
+{
+    uint64_t wait = BACKOFF_MIN_NS, spin_until = m->last_msg + SPIN_NS;
+    MPI_Status st;
+    for (;;) {
+        int flag = 0;
+        if (wait_mode == WAIT_BLOCK) {
+            MPI_Probe(m->root, MPI_ANY_TAG, m->comm, &st);
+            break;
+        }
+        MPI_Iprobe(m->root, MPI_ANY_TAG, m->comm, &flag, &st);
+        if (flag)
+            break;
+        uint64_t now = cf__now_ns();
+        if (now < spin_until) {
+            cf__cpu_relax();
+            continue;
+        }
+        backoff_sleep(&wait, BACKOFF_MAX_NS);
+    }
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    unsigned char *b = malloc(count > 0 ? (size_t)count : 1);
+    if (b == NULL) {
+        fprintf(stderr, "cfutures: MPI worker out of memory\n");
+        MPI_Abort(m->comm, 70);
+    }
+    MPI_Recv(b, count, MPI_BYTE, m->root, st.MPI_TAG, m->comm,
+             MPI_STATUS_IGNORE);
+    m->last_msg = cf__now_ns();
+    *tag = st.MPI_TAG;
+    *len = (uint64_t)count;
+    *head = NULL;
+    uint64_t total, piece;
+    if (*tag != TAG_STOP && get_ctl(b, *len, &total, &piece) == CTL_BIG) {
+        free(b);
+        *head = malloc(sizeof **head);
+        if (*head == NULL) {
+            fprintf(stderr, "cfutures: MPI worker out of memory\n");
+            MPI_Abort(m->comm, 70);
+        }
+        b = recv_big(m->comm, m->root, total, piece, *head);
+        *len = total;
+        if (b != NULL) {
+            free(*head);
+            *head = NULL;
+        }
+    }
+    *buf = b;
+}
+
+static lframe *find_frame(mpi_link *m, uint64_t id)
+{
+    for (lframe *f = m->head; f != NULL; f = f->next)
+        if (f->ahead && f->id == id)
+            return f;
+    return NULL;
+}
+
+/* Receives one message from the root and files it. */
+static void take_message(mpi_link *m)
+{
+    unsigned char *buf, (*head)[4096];
+    uint64_t len, a, b;
+    int tag;
+    next_message(m, &buf, &len, &tag, &head);
+    if (tag == TAG_STOP) {
+        free(buf);
+        m->stopped = true;
+        return;
+    }
+    uint32_t kind = head == NULL ? get_ctl(buf, len, &a, &b) : 0;
+    if (kind == CTL_GO || kind == CTL_SKIP) {
+        lframe *f = find_frame(m, a);
+        if (f == NULL) {
+            fprintf(stderr, "cfutures: an answer for no task from the root\n");
+            MPI_Abort(m->comm, 70);
+        }
+        f->answer = kind;
+        free(buf);
+        return;
+    }
+    if (kind == CTL_CONF) {
+        pthread_mutex_lock(&m->lock);
+        m->beat_ns = a;
+        pthread_cond_signal(&m->cv);
+        pthread_mutex_unlock(&m->lock);
+        free(buf);
+        return;
+    }
+    lframe *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        fprintf(stderr, "cfutures: MPI worker out of memory\n");
+        MPI_Abort(m->comm, 70);
+    }
+    f->ahead = tag == TAG_AHEAD;
+    f->total = len;
+    const unsigned char *hb = buf ? buf : *head;
+    size_t have = buf ? (size_t)len : (len < 4096 ? (size_t)len : 4096);
+    cf_fnref ref;
+    cf_rbuf r = {hb + CF_WIRE_HEADER, have - CF_WIRE_HEADER, 0};
+    if (have < CF_WIRE_HEADER || cf__wire_header(hb, &f->h) != CF_OK ||
+        (buf && f->h.body_len != len - CF_WIRE_HEADER) ||
+        (f->h.type == CF_FRAME_TASK &&
+         cf__wire_read_task_head(&r, &ref, &f->id) != CF_OK) ||
+        (f->h.type != CF_FRAME_TASK && buf == NULL)) {
+        fprintf(stderr, "cfutures: malformed frame from the MPI root\n");
+        MPI_Abort(m->comm, 70);
+    }
+    if (buf != NULL)
+        memmove(buf, buf + CF_WIRE_HEADER, (size_t)f->h.body_len);
+    f->body = buf;
+    f->head = head;
+    if (m->tail)
+        m->tail->next = f;
+    else
+        m->head = f;
+    m->tail = f;
+}
+
+static void drop_head(mpi_link *m)
+{
+    lframe *f = m->head;
+    m->head = f->next;
+    if (m->head == NULL)
+        m->tail = NULL;
+    free(f->head);
+    free(f);
 }
 
 static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
 {
     mpi_link *m = (mpi_link *)l;
     for (;;) {
-        uint64_t wait = BACKOFF_MIN_NS;
-        MPI_Status st;
-        for (;;) {
-            int flag = 0;
-            MPI_Iprobe(m->root, MPI_ANY_TAG, m->comm, &flag, &st);
-            if (flag)
-                break;
-            bool active = cf__now_ns() - m->last_msg < ACTIVE_NS;
-            backoff_sleep(&wait, active ? BACKOFF_BUSY_MAX_NS : BACKOFF_MAX_NS);
-        }
-        m->last_msg = cf__now_ns();
-        int count = 0;
-        MPI_Get_count(&st, MPI_BYTE, &count);
-        unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
-        if (buf == NULL) {
-            fprintf(stderr, "cfutures: MPI worker out of memory\n");
-            MPI_Abort(m->comm, 70);
-        }
-        MPI_Recv(buf, count, MPI_BYTE, m->root, st.MPI_TAG, m->comm,
-                 MPI_STATUS_IGNORE);
-        if (st.MPI_TAG == TAG_STOP) {
-            free(buf);
+        lframe *f = m->head;
+        if (f == NULL && m->stopped)
             return false;
+        if (f != NULL && f->ahead && f->answer == CTL_SKIP) {
+            free(f->body);
+            drop_head(m);
+            continue;
         }
-        uint64_t len = (uint64_t)count, total, piece;
-        if (get_ctl(buf, len, &total, &piece) == CTL_BIG) {
-            free(buf);
-            unsigned char head[4096];
-            buf = recv_big(m->comm, m->root, total, piece, &head);
-            if (buf == NULL) {
-                refuse_task(m, head, total < sizeof head ? total : sizeof head,
-                            total);
+        if (f != NULL && (!f->ahead || f->answer == CTL_GO)) {
+            if (f->body == NULL) { /* no memory for it: its items fail */
+                refuse_task(m, *f->head,
+                            f->total < 4096 ? (size_t)f->total : 4096,
+                            f->total);
+                drop_head(m);
                 continue;
             }
-            len = total;
+            *h = f->h;
+            *body = f->body;
+            drop_head(m);
+            if (h->type == CF_FRAME_INIT && m->isolate && m->local == NULL)
+                start_local_pool(m, *body, (size_t)h->body_len);
+            return true;
         }
-        if (len < CF_WIRE_HEADER || cf__wire_header(buf, h) != CF_OK ||
-            h->body_len != len - CF_WIRE_HEADER) {
-            fprintf(stderr, "cfutures: malformed frame from the MPI root\n");
-            MPI_Abort(m->comm, 70);
+        if (f != NULL && !f->claimed) { /* its turn: may it start? */
+            send_ctl(m->comm, m->root, CTL_CLAIM, f->id, 0);
+            m->last_msg = cf__now_ns();
+            f->claimed = true;
         }
-        memmove(buf, buf + CF_WIRE_HEADER, (size_t)h->body_len);
-        *body = buf;
-        if (h->type == CF_FRAME_INIT && m->isolate && m->local == NULL)
-            start_local_pool(m, buf, (size_t)h->body_len);
-        return true;
+        take_message(m);
     }
 }
 
-/* A message of one or more frames to the root.  Above piece_max, one frame
- * per message, so that a result the root has no memory for fails alone. */
+/* A message of one or more frames to the root: inline up to INLINE_MAX
+ * bytes (the root's receive buffers), else announced and in pieces, one
+ * frame per message, so that a result the root has no memory for fails
+ * alone. */
 static void mpi_send(cf_link *l, const void *p, size_t n)
 {
     mpi_link *m = (mpi_link *)l;
-    if (n <= piece_max) {
+    m->last_msg = cf__now_ns();
+    if (n <= INLINE_MAX) {
         MPI_Send(p, (int)n, MPI_BYTE, m->root, TAG_FRAME, m->comm);
         return;
     }
@@ -394,59 +617,138 @@ static void mpi_send(cf_link *l, const void *p, size_t n)
         if (cf__wire_header(b + pos, &h) != CF_OK) /* we wrote it */
             break;
         size_t len = CF_WIRE_HEADER + (size_t)h.body_len;
-        send_any(m->comm, m->root, b + pos, len);
+        send_any(m->comm, m->root, b + pos, len, INLINE_MAX);
         pos += len;
     }
 }
 
 /* Serves the root until it says stop. */
-static void serve(MPI_Comm comm, int root, bool isolate)
+static void serve(MPI_Comm comm, int root, bool isolate, int max_tasks)
 {
     mpi_link m = {
         .link = {.recv = mpi_recv, .send = mpi_send},
         .comm = comm,
         .root = root,
+        .isolate = isolate,
+        .max_tasks_per_child = max_tasks,
     };
-    m.isolate = isolate;
     fine_timer_slack();
+    pthread_mutex_init(&m.lock, NULL);
+    cf__cond_init(&m.cv);
+    m.beating = pthread_create(&m.beat, NULL, beat_main, &m) == 0;
+    if (!m.beating) { /* no heartbeat: the root hears from us still */
+        send_ctl(comm, root, CTL_INFO, (uint64_t)getpid(), 0);
+    }
     cf__serve(&m.link);
+    pthread_mutex_lock(&m.lock);
+    m.beat_stop = true;
+    pthread_cond_signal(&m.cv);
+    pthread_mutex_unlock(&m.lock);
+    if (m.beating)
+        pthread_join(m.beat, NULL);
+    else
+        send_ctl(comm, root, CTL_BYE, 0, 0);
+    while (m.head != NULL) {
+        free(m.head->body);
+        drop_head(&m);
+    }
     cf_executor_free(m.local);
+    pthread_mutex_destroy(&m.lock);
+    pthread_cond_destroy(&m.cv);
 }
 
 /* ------------------------------------------------------------------------ */
 /* The root side                                                             */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * One manager thread makes every MPI call of the root.  Each worker has a
+ * receive posted (MPI_Irecv of up to INLINE_MAX bytes; longer messages are
+ * announced and come in pieces); the manager tests them all at once
+ * (MPI_Testsome), spins SPIN_NS after anything happened, then sleeps with
+ * a back-off (5 us .. 1 ms) on a condition variable a submit signals.
+ *
+ * A frame carries one future: a task, or a map's chunk (many items).  To
+ * an idle worker it goes as TAG_FRAME, its future RUNNING.  Ahead of time
+ * to a busy one (TAG_AHEAD: one behind the running one, up to
+ * WINDOW_SHORT while tasks are short), its future stays PENDING until the
+ * rank claims it as it starts it: the manager then answers GO (RUNNING
+ * now) or SKIP (cancelled meanwhile, or taken back).  A worker that goes
+ * idle takes back the frames queued behind a task that runs long, so a
+ * task never waits behind a long one while a rank idles.
+ *
+ * Liveness: every rank sends INFO (pid, host) and then heartbeats; a rank
+ * silent for the liveness timeout, or (on this host) whose process is
+ * gone, is dead: the item it ran fails with CF_ECRASHED, the rest of its
+ * chunk and its frames sent ahead go back to the queue, and the pool goes
+ * on with the others (broken when none is left).
+ */
+
+enum fstate { F_RUNNING, F_AHEAD, F_REVOKED };
+
+typedef struct mframe {
+    cf_future *f;     /* NULL once revoked */
+    cf_chunk_run *rs; /* a chunk's results so far */
+    uint64_t id;      /* first item's id */
+    uint32_t count;   /* items in the frame */
+    uint32_t done;    /* items answered */
+    uint8_t state;
+    uint64_t queued; /* submit time, for the trace (0: not tracing) */
+    uint64_t started;
+} mframe;
+
+#define WMAX 16 /* frames in flight per worker, at most */
+
 typedef struct mworker {
     int rank;   /* destination rank in comm (or in the remote group) */
     bool ready; /* HELLO received */
-    cf_remote r;
+    bool dead, bye;
+    pid_t pid;
+    char host[64];
+    mframe fr[WMAX]; /* oldest first */
+    int n;
+    uint64_t next_id;
+    uint64_t last_heard, busy_since, checked;
+    unsigned char *in; /* the posted receive's buffer */
 } mworker;
 
 typedef struct sendbuf { /* MPI_Isends in progress and their buffer */
     struct sendbuf *next;
+    int rank;
     MPI_Request one, *reqs; /* &one, or the announcement and pieces */
     int nreq;
     unsigned char ctl[CTL_LEN]; /* the BIG announcement */
     cf_wbuf buf;
 } sendbuf;
 
+typedef struct redo { /* the rest of a chunk whose rank died */
+    struct redo *next;
+    cf_future *f;
+    cf_chunk_run *rs;
+} redo;
+
 typedef struct mpi_pool {
     cf_executor base;
     pthread_mutex_t lock;
     pthread_cond_t wake_cv; /* the manager's back-off sleep; submit wakes */
     cf_fqueue q;
+    redo *redo;
     bool shutdown, broken, manager_sleeping;
     char *broken_msg;
     cf_manager manager;
     MPI_Comm comm; /* a duplicate (SPMD) or the intercommunicator (spawn) */
     bool spawned;
-    int nworkers;
+    int nworkers, alive;
     mworker *w;
+    MPI_Request *rreq; /* posted receives, one per worker */
+    int *idx;
+    MPI_Status *sts;
     cf_fncache fncache;
     sendbuf *sends;
     cf_wbuf init; /* the INIT frame every worker gets first */
     uint64_t ewma_ns;
+    uint64_t liveness_ns; /* 0: never */
+    char self_host[MPI_MAX_PROCESSOR_NAME];
     struct mpi_pool *live_next; /* live_pools */
 } mpi_pool;
 
@@ -467,6 +769,7 @@ static void post_send(mpi_pool *p, int rank, int tag, cf_wbuf *buf)
         MPI_Abort(p->comm, 70);
     }
     s->buf = *buf;
+    s->rank = rank;
     memset(buf, 0, sizeof *buf);
     size_t n = s->buf.len;
     s->reqs = &s->one;
@@ -495,6 +798,20 @@ static void post_send(mpi_pool *p, int rank, int tag, cf_wbuf *buf)
     p->sends = s;
 }
 
+static void post_ctl(mpi_pool *p, int rank, uint32_t kind, uint64_t a,
+                     uint64_t b)
+{
+    cf_wbuf m = {0};
+    unsigned char c[CTL_LEN];
+    put_ctl(c, kind, a, b);
+    cf__wbuf_put(&m, c, CTL_LEN);
+    if (m.oom) {
+        fprintf(stderr, "cfutures: out of memory sending to rank %d\n", rank);
+        MPI_Abort(p->comm, 70);
+    }
+    post_send(p, rank, TAG_FRAME, &m);
+}
+
 /* Frees the buffers of completed sends; true if one completed. */
 static bool reap_sends(mpi_pool *p)
 {
@@ -517,14 +834,6 @@ static bool reap_sends(mpi_pool *p)
     return any;
 }
 
-static mworker *worker_of_rank(mpi_pool *p, int rank)
-{
-    for (int i = 0; i < p->nworkers; i++)
-        if (p->w[i].rank == rank)
-            return &p->w[i];
-    return NULL;
-}
-
 static void set_broken(mpi_pool *p, char *msg)
 {
     pthread_mutex_lock(&p->lock);
@@ -537,131 +846,550 @@ static void set_broken(mpi_pool *p, char *msg)
     free(msg);
 }
 
-/* Handles one frame from worker w; false on a protocol error. */
-static bool handle_frame(mpi_pool *p, mworker *w, const cf_wire_header *hp,
-                         const unsigned char *body)
+static void frame_remove(mworker *w, int i)
 {
-    cf_wire_header h = *hp;
-    cf_rbuf r = {body, (size_t)h.body_len, 0};
-    if (h.type == CF_FRAME_HELLO && !w->ready) {
-        int32_t st, code;
-        const char *msg;
-        size_t n;
-        if (cf__wire_read_hello(&r, &st, &code, &msg, &n) != CF_OK)
+    memmove(&w->fr[i], &w->fr[i + 1], (size_t)(w->n - i - 1) * sizeof w->fr[0]);
+    w->n--;
+}
+
+/* The frame of w that item id belongs to, or -1. */
+static int frame_of(const mworker *w, uint64_t id)
+{
+    for (int i = 0; i < w->n; i++)
+        if (id >= w->fr[i].id && id - w->fr[i].id < w->fr[i].count)
+            return i;
+    return -1;
+}
+
+/* Sends f (and its chunk's results so far, rs) to w: running (TAG_FRAME:
+ * f is RUNNING, or made so here) or ahead (TAG_AHEAD: f stays PENDING).
+ * Lock held.  False if f was not sent (cancelled, failed). */
+static bool send_task(mpi_pool *p, mworker *w, cf_future *f, cf_chunk_run *rs,
+                      bool ahead)
+{
+    if (!ahead && rs == NULL) {
+        int st = cf_set_running_or_notify_cancel(f);
+        if (st == CF_ECANCELLED) {
+            cf__stats_cancelled(&p->base);
+            cf_future_release(f);
             return false;
-        w->ready = true;
-        if (st != CF_OK) {
-            char *m = NULL;
-            if (asprintf(&m, "the initializer failed on rank %d: %s(%d)%s%.*s",
-                         w->rank, cf_err_name(st), code, n ? ": " : "", (int)n,
-                         msg) < 0)
-                m = NULL;
-            set_broken(p, m);
         }
+        if (st == CF_OK)
+            cf__stats_started(&p->base);
+    } else if (ahead && cf_cancelled(f)) {
+        cf__stats_cancelled(&p->base);
+        cf_future_release(f);
+        return false;
+    }
+    cf_fnref ref;
+    const char *why = NULL;
+    if (cf__fncache_get(&p->fncache, f->fn, &ref) != CF_OK)
+        why = "the task function is in no loaded module";
+    if (why == NULL && rs == NULL && (f->arg_flags & CF_ARG_CHUNK) &&
+        (rs = cf__chunk_run_new(f)) == NULL)
+        why = "no memory for the results of a chunk";
+    uint32_t start = rs ? rs->next : 0;
+    uint32_t count = cf__task_count(f) - start;
+    const unsigned char *items;
+    size_t items_len;
+    bool prefix;
+    cf__task_items(f, start, &items, &items_len, &prefix);
+    cf_wbuf out = {0};
+    if (why == NULL) {
+        size_t off = cf__wire_begin(&out, CF_FRAME_TASK, count);
+        cf__wire_task_head(&out, &ref, w->next_id);
+        if (prefix)
+            cf__wbuf_u64(&out, items_len);
+        cf__wbuf_put(&out, items, items_len);
+        cf__wire_end(&out, off);
+        if (out.oom)
+            why = "no memory to send the task to a rank";
+    }
+    if (why != NULL) { /* fails here, with the lock dropped */
+        cf__wbuf_free(&out);
+        pthread_mutex_unlock(&p->lock);
+        if (ahead && cf_set_running_or_notify_cancel(f) == CF_OK)
+            cf__stats_started(&p->base);
+        else if (ahead) {
+            cf_future_release(f);
+            pthread_mutex_lock(&p->lock);
+            return false;
+        }
+        if (rs != NULL) { /* every item left fails */
+            while (rs->next < cf__task_count(f)) {
+                cf__stats_ended(&p->base, CF_ENOMEM);
+                cf__chunk_run_fail(rs, CF_ENOMEM, 0, why);
+            }
+            cf__chunk_run_finish(f, rs);
+        } else {
+            cf__stats_ended(&p->base, CF_ENOMEM);
+            cf__future_fail(f, why[3] == 'm' ? CF_ENOMEM : CF_EINVAL, 0, "%s",
+                            why);
+        }
+        cf_future_release(f);
+        pthread_mutex_lock(&p->lock);
+        return false;
+    }
+    uint64_t now = cf__now_ns();
+    mframe *fr = &w->fr[w->n++];
+    *fr = (mframe){.f = f,
+                   .rs = rs,
+                   .id = w->next_id,
+                   .count = count,
+                   .state = ahead ? F_AHEAD : F_RUNNING,
+                   .queued = cf__tracing() ? (uint64_t)f->out.v.i64 : 0,
+                   .started = now};
+    w->next_id += count;
+    if (w->n == 1)
+        w->busy_since = now;
+    post_send(p, w->rank, ahead ? TAG_AHEAD : TAG_FRAME, &out);
+    return true;
+}
+
+/* The next queued work (lock held): a chunk to finish first, then the
+ * queue.  Cancelled futures are dropped. */
+static bool next_work(mpi_pool *p, cf_future **f, cf_chunk_run **rs)
+{
+    if (p->redo != NULL) {
+        redo *r = p->redo;
+        p->redo = r->next;
+        *f = r->f;
+        *rs = r->rs;
+        free(r);
         return true;
     }
-    if (h.type != CF_FRAME_RESULT || !w->ready)
+    while (p->q.head != NULL) {
+        cf_future *h = p->q.head;
+        p->q.head = h->next;
+        if (p->q.head == NULL)
+            p->q.tail = NULL;
+        p->q.n--;
+        h->next = NULL;
+        if ((cf__state_load(h) & FS_STATE) == CF_CANCELLED) {
+            cf__stats_cancelled(&p->base);
+            cf_future_release(h);
+            continue;
+        }
+        *f = h;
+        *rs = NULL;
+        return true;
+    }
+    return false;
+}
+
+static bool has_work(const mpi_pool *p)
+{
+    return p->redo != NULL || p->q.head != NULL;
+}
+
+static bool may_take(const mworker *w)
+{
+    return w->ready && !w->dead;
+}
+
+/* Takes back the oldest frame w has queued ahead (not claimed yet) to the
+ * front of the queue; its future is still PENDING (its claim will get
+ * SKIP). */
+static void take_back(mpi_pool *p, mworker *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        mframe *fr = &w->fr[i];
+        if (fr->state != F_AHEAD)
+            continue;
+        fr->state = F_REVOKED;
+        fr->f->next = NULL;
+        cf__fq_splice_front(&p->q, fr->f);
+        fr->f = NULL;
+        return;
+    }
+}
+
+static bool has_ahead(const mworker *w)
+{
+    for (int i = 0; i < w->n; i++)
+        if (w->fr[i].state == F_AHEAD)
+            return true;
+    return false;
+}
+
+static int live_frames(const mworker *w)
+{
+    int n = 0;
+    for (int i = 0; i < w->n; i++)
+        n += w->fr[i].state != F_REVOKED;
+    return n;
+}
+
+static int window(const mpi_pool *p)
+{
+    return p->ewma_ns > 0 && p->ewma_ns < PIPELINE_MAX_NS ? WINDOW_SHORT
+                                                          : WINDOW_LONG;
+}
+
+/* Hands out work (lock held): an idle worker first takes back frames
+ * queued behind a long task elsewhere, then the queue; then each busy
+ * worker gets frames ahead up to its window.  Returns the time at which a
+ * take-back becomes due (0: none). */
+static uint64_t dispatch(mpi_pool *p)
+{
+    uint64_t now = cf__now_ns(), due = 0;
+    uint64_t thr = TAKEBACK_NS;
+    for (int i = 0; i < p->nworkers; i++) {
+        mworker *w = &p->w[i];
+        if (!may_take(w) || w->n != 0)
+            continue;
+        /* Idle: a frame queued behind a task that runs long elsewhere
+         * comes first (the one that has waited longest). */
+        mworker *from = NULL;
+        for (int j = 0; j < p->nworkers && !has_work(p); j++) {
+            mworker *o = &p->w[j];
+            if (o == w || o->dead || !has_ahead(o) ||
+                o->fr[0].state != F_RUNNING)
+                continue;
+            if (now - o->fr[0].started < thr) {
+                if (due == 0 || o->fr[0].started + thr < due)
+                    due = o->fr[0].started + thr;
+            } else if (from == NULL || o->fr[0].started < from->fr[0].started)
+                from = o;
+        }
+        if (from != NULL)
+            take_back(p, from);
+        cf_future *f;
+        cf_chunk_run *rs;
+        while (w->n == 0 && next_work(p, &f, &rs))
+            send_task(p, w, f, rs, false);
+    }
+    /* Ahead, round robin: one frame per busy rank per pass. */
+    int win = window(p);
+    for (bool more = true; more && has_work(p) && p->redo == NULL;) {
+        more = false;
+        for (int i = 0; i < p->nworkers && has_work(p); i++) {
+            mworker *w = &p->w[i];
+            cf_future *f;
+            cf_chunk_run *rs;
+            if (!may_take(w) || w->n == 0 || live_frames(w) >= win ||
+                w->n >= WMAX || !next_work(p, &f, &rs))
+                continue;
+            send_task(p, w, f, rs, true);
+            more = true;
+        }
+    }
+    return due;
+}
+
+/* ---- results, claims, deaths ---- */
+
+static void update_ewma(mpi_pool *p, uint64_t ns)
+{
+    p->ewma_ns = p->ewma_ns ? (7 * p->ewma_ns + ns) / 8 : (ns ? ns : 1);
+}
+
+/* One RESULT item (raw bytes item, len) from w. */
+static bool handle_result(mpi_pool *p, mworker *w, const unsigned char *item,
+                          size_t len)
+{
+    cf_rbuf r = {item, len, 0};
+    cf_wire_result res;
+    if (cf__wire_read_result(&r, &res) != CF_OK || r.pos != len)
         return false;
-    for (uint32_t i = 0; i < h.count; i++) {
-        cf_wire_result res;
-        uint64_t ran = cf__now_ns() - w->r.head_start;
-        if (cf__wire_read_result(&r, &res) != CF_OK ||
-            !cf__remote_result(&p->base, &w->r, w->rank, &res))
-            return false;
-        p->ewma_ns = p->ewma_ns ? (7 * p->ewma_ns + ran) / 8 : ran;
+    int i = frame_of(w, res.id);
+    if (i < 0 || w->fr[i].state != F_RUNNING ||
+        res.id != w->fr[i].id + w->fr[i].done)
+        return false;
+    mframe *fr = &w->fr[i];
+    fr->done++;
+    cf_future *f = fr->f;
+    uint64_t now = cf__now_ns();
+    if (fr->queued != 0)
+        cf__trace_task(&p->base, w->rank, f->fn, fr->queued, fr->started, now,
+                       res.status);
+    if (fr->rs != NULL) {
+        cf__stats_ended(&p->base, res.status);
+        cf__chunk_run_add(fr->rs, item, len);
+    } else {
+        cf__remote_finish(f, &res);
+    }
+    if (fr->done < fr->count)
+        return true;
+    update_ewma(p, (now - fr->started) / fr->count);
+    cf_chunk_run *rs = fr->rs;
+    frame_remove(w, i);
+    if (w->n == 0)
+        cf__stats_busy(&p->base, now - w->busy_since);
+    else if (w->fr[0].state == F_RUNNING)
+        w->fr[0].started = now;
+    if (rs != NULL)
+        cf__chunk_run_finish(f, rs);
+    cf_future_release(f);
+    return true;
+}
+
+/* CLAIM of the frame whose first item is id: GO if its future can start,
+ * SKIP if it was cancelled or taken back. */
+static bool handle_claim(mpi_pool *p, mworker *w, uint64_t id)
+{
+    int i = frame_of(w, id);
+    if (i < 0 || w->fr[i].id != id || w->fr[i].state == F_RUNNING)
+        return false;
+    mframe *fr = &w->fr[i];
+    bool go = false;
+    if (fr->state == F_AHEAD) {
+        int st = cf_set_running_or_notify_cancel(fr->f);
+        go = st == CF_OK;
+        if (go)
+            cf__stats_started(&p->base);
+        else {
+            cf__stats_cancelled(&p->base);
+            cf_future_release(fr->f);
+        }
+    }
+    post_ctl(p, w->rank, go ? CTL_GO : CTL_SKIP, id, 0);
+    if (go) {
+        fr->state = F_RUNNING;
+        fr->started = cf__now_ns();
+    } else {
+        frame_remove(w, i);
     }
     return true;
 }
 
-/* A result the root had no memory for: its item (the oldest in flight on
- * w) fails with CF_ENOMEM. */
+static void handle_hello(mpi_pool *p, mworker *w, cf_rbuf *r)
+{
+    int32_t st, code;
+    const char *msg;
+    size_t n;
+    if (cf__wire_read_hello(r, &st, &code, &msg, &n) != CF_OK)
+        st = CF_EINVAL, code = 0, msg = "a malformed HELLO", n = 17;
+    w->ready = true;
+    if (st != CF_OK) {
+        char *m = NULL;
+        if (asprintf(&m, "the initializer failed on rank %d: %s(%d)%s%.*s",
+                     w->rank, cf_err_name(st), code, n ? ": " : "", (int)n,
+                     msg) < 0)
+            m = NULL;
+        set_broken(p, m);
+    }
+}
+
+/* A message of len bytes from w: frames, or a control message. */
+static bool handle_message(mpi_pool *p, mworker *w, const unsigned char *buf,
+                           size_t len)
+{
+    uint64_t a, b;
+    switch (get_ctl(buf, len, &a, &b)) {
+    case CTL_INFO:
+        w->pid = (pid_t)a;
+        snprintf(w->host, sizeof w->host, "%.*s",
+                 (int)(b < len - CTL_LEN ? b : len - CTL_LEN),
+                 (const char *)buf + CTL_LEN);
+        return true;
+    case CTL_BEAT:
+        return true;
+    case CTL_BYE:
+        w->bye = true;
+        return true;
+    case CTL_CLAIM:
+        return handle_claim(p, w, a);
+    case 0:
+        break;
+    default:
+        return false;
+    }
+    for (size_t pos = 0; pos < len;) { /* one or more frames */
+        cf_wire_header h;
+        if (len - pos < CF_WIRE_HEADER ||
+            cf__wire_header(buf + pos, &h) != CF_OK ||
+            h.body_len > len - pos - CF_WIRE_HEADER)
+            return false;
+        const unsigned char *body = buf + pos + CF_WIRE_HEADER;
+        cf_rbuf r = {body, (size_t)h.body_len, 0};
+        if (h.type == CF_FRAME_HELLO && !w->ready) {
+            handle_hello(p, w, &r);
+        } else if (h.type == CF_FRAME_RESULT && w->ready) {
+            for (uint32_t i = 0; i < h.count; i++) {
+                size_t at = r.pos;
+                cf_wire_result res;
+                if (cf__wire_read_result(&r, &res) != CF_OK ||
+                    !handle_result(p, w, body + at, r.pos - at))
+                    return false;
+            }
+        } else {
+            return false;
+        }
+        pos += CF_WIRE_HEADER + (size_t)h.body_len;
+    }
+    return true;
+}
+
+/* A result the root had no memory for: the item w runs fails with
+ * CF_ENOMEM. */
 static bool lost_result(mpi_pool *p, mworker *w, uint64_t total)
 {
-    if (w->r.count == 0)
+    if (w->n == 0 || w->fr[0].state != F_RUNNING)
         return false;
     char msg[160];
     int n = snprintf(msg, sizeof msg,
                      "no memory for a %llu-byte result from MPI rank %d",
                      (unsigned long long)total, w->rank);
-    cf_wire_result res = {.id = cf__remote_at(&w->r, 0)->id,
-                          .status = CF_ENOMEM,
-                          .msg = msg,
-                          .msg_len = (size_t)n};
-    return cf__remote_result(&p->base, &w->r, w->rank, &res);
+    cf_wbuf item = {0};
+    cf__wire_result(&item, w->fr[0].id + w->fr[0].done, CF_ENOMEM, 0,
+                    CF_KIND_NONE, NULL, 0, msg, (size_t)n);
+    bool ok = !item.oom && handle_result(p, w, item.p, item.len);
+    cf__wbuf_free(&item);
+    return ok;
 }
 
-/* Receives every frame waiting; true if there was one. */
-static bool poll_results(mpi_pool *p)
+static void post_recv(mpi_pool *p, int i)
 {
-    bool any = false;
-    for (;;) {
-        int flag = 0;
-        MPI_Status st;
-        MPI_Iprobe(MPI_ANY_SOURCE, TAG_FRAME, p->comm, &flag, &st);
-        if (!flag)
-            return any;
-        int count = 0;
-        MPI_Get_count(&st, MPI_BYTE, &count);
-        unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
-        if (buf == NULL) {
-            fprintf(stderr, "cfutures: out of memory for a result\n");
-            MPI_Abort(p->comm, 70);
+    MPI_Irecv(p->w[i].in, INLINE_MAX, MPI_BYTE, p->w[i].rank, TAG_FRAME,
+              p->comm, &p->rreq[i]);
+}
+
+/* The rank of w is gone (or silent too long): what it ran fails, what it
+ * had queued goes back (lock held). */
+static void worker_died(mpi_pool *p, mworker *w, const char *why)
+{
+    w->dead = true;
+    p->alive--;
+    if (p->rreq[w - p->w] != MPI_REQUEST_NULL) {
+        MPI_Cancel(&p->rreq[w - p->w]);
+        MPI_Request_free(&p->rreq[w - p->w]);
+    }
+    /* Sends to it may never complete: let them go (their buffers leak). */
+    for (sendbuf **pp = &p->sends; *pp != NULL;) {
+        sendbuf *s = *pp;
+        if (s->rank != w->rank) {
+            pp = &s->next;
+            continue;
         }
-        MPI_Recv(buf, count, MPI_BYTE, st.MPI_SOURCE, TAG_FRAME, p->comm,
-                 MPI_STATUS_IGNORE);
-        mworker *w = worker_of_rank(p, st.MPI_SOURCE);
-        bool ok = w != NULL;
+        *pp = s->next;
+        for (int k = 0; k < s->nreq; k++)
+            if (s->reqs[k] != MPI_REQUEST_NULL)
+                MPI_Request_free(&s->reqs[k]);
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg, "MPI rank %d on host %s (pid %d) %s", w->rank,
+             w->host[0] ? w->host : "?", (int)w->pid, why);
+    cf_future *back = NULL, **tail = &back;
+    for (int i = 0; i < w->n; i++) {
+        mframe *fr = &w->fr[i];
+        if (fr->state == F_AHEAD) { /* never started: queued again */
+            *tail = fr->f;
+            fr->f->next = NULL;
+            tail = &fr->f->next;
+        } else if (fr->state == F_RUNNING) {
+            /* The item it ran crashed; a chunk's later items run
+             * elsewhere. */
+            cf__stats_ended(&p->base, CF_ECRASHED);
+            if (fr->rs == NULL) {
+                cf__future_fail(fr->f, CF_ECRASHED, 0, "%s", msg);
+                cf_future_release(fr->f);
+                continue;
+            }
+            cf__chunk_run_fail(fr->rs, CF_ECRASHED, 0, msg);
+            if (fr->rs->next == cf__task_count(fr->f)) {
+                cf__chunk_run_finish(fr->f, fr->rs);
+                cf_future_release(fr->f);
+                continue;
+            }
+            redo *r = malloc(sizeof *r);
+            if (r == NULL) {
+                while (fr->rs->next < cf__task_count(fr->f))
+                    cf__chunk_run_fail(fr->rs, CF_ENOMEM, 0,
+                                       "no memory to run it elsewhere");
+                cf__chunk_run_finish(fr->f, fr->rs);
+                cf_future_release(fr->f);
+                continue;
+            }
+            pthread_mutex_lock(&p->lock);
+            *r = (redo){p->redo, fr->f, fr->rs};
+            p->redo = r;
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    w->n = 0;
+    pthread_mutex_lock(&p->lock);
+    cf__fq_splice_front(&p->q, back);
+    pthread_mutex_unlock(&p->lock);
+    fprintf(stderr, "cfutures: %s\n", msg);
+    if (p->alive == 0) {
+        char *m = NULL;
+        if (asprintf(&m, "every rank of the MPI pool is gone (last: %s)", msg) <
+            0)
+            m = NULL;
+        set_broken(p, m);
+    }
+}
+
+/* Dead ranks: silent past the liveness timeout, or (on this host) whose
+ * process is gone. */
+static void check_liveness(mpi_pool *p, uint64_t now)
+{
+    for (int i = 0; i < p->nworkers; i++) {
+        mworker *w = &p->w[i];
+        if (w->dead || w->bye)
+            continue;
+        if (p->liveness_ns != 0 && now - w->last_heard > p->liveness_ns) {
+            char why[96];
+            snprintf(why, sizeof why,
+                     "is presumed dead: not heard from for %.1f s",
+                     (double)(now - w->last_heard) / 1e9);
+            worker_died(p, w, why);
+        } else if (w->pid > 0 && now - w->checked > PID_CHECK_NS &&
+                   strcmp(w->host, p->self_host) == 0) {
+            w->checked = now;
+            if (kill(w->pid, 0) != 0 && errno == ESRCH)
+                worker_died(p, w, "died (its process is gone)");
+        }
+    }
+}
+
+/* Receives what the workers sent; true if anything came. */
+static bool poll_messages(mpi_pool *p)
+{
+    int n = 0;
+    MPI_Status *sts = p->sts;
+    MPI_Testsome(p->nworkers, p->rreq, &n, p->idx, sts);
+    if (n == MPI_UNDEFINED)
+        n = 0;
+    for (int k = 0; k < n; k++) {
+        int i = p->idx[k];
+        mworker *w = &p->w[i];
+        int count = 0;
+        MPI_Get_count(&sts[k], MPI_BYTE, &count);
+        w->last_heard = cf__now_ns();
+        unsigned char *buf = w->in, *big = NULL;
         size_t len = (size_t)count;
         uint64_t total, piece;
-        if (ok && get_ctl(buf, len, &total, &piece) == CTL_BIG) {
-            free(buf);
+        bool ok = true;
+        if (get_ctl(buf, len, &total, &piece) == CTL_BIG) {
             unsigned char head[4096];
-            buf = recv_big(p->comm, w->rank, total, piece, &head);
+            big = recv_big(p->comm, w->rank, total, piece, &head);
+            buf = big;
             len = (size_t)total;
-            if (buf == NULL) { /* one result frame: its item fails */
+            if (big == NULL) { /* one result frame: its item fails */
                 ok = lost_result(p, w, total);
-                buf = malloc(1);
                 len = 0;
             }
         }
-        /* One message holds one or more frames (a batch of results). */
-        for (size_t pos = 0; ok && pos < len;) {
-            cf_wire_header h;
-            ok = len - pos >= CF_WIRE_HEADER &&
-                 cf__wire_header(buf + pos, &h) == CF_OK &&
-                 h.body_len <= len - pos - CF_WIRE_HEADER &&
-                 handle_frame(p, w, &h, buf + pos + CF_WIRE_HEADER);
-            if (ok)
-                pos += CF_WIRE_HEADER + (size_t)h.body_len;
-        }
+        ok = ok && (len == 0 || handle_message(p, w, buf, len));
+        free(big);
         if (!ok) {
-            fprintf(stderr, "cfutures: malformed frame from rank %d\n",
-                    st.MPI_SOURCE);
+            fprintf(stderr, "cfutures: malformed message from rank %d\n",
+                    w->rank);
             MPI_Abort(p->comm, 70);
         }
-        free(buf);
-        any = true;
+        if (!w->bye && !w->dead)
+            post_recv(p, i);
     }
+    return n > 0;
 }
 
-/* Sends w a frame of queued work (lock held; dropped while encoding). */
-static bool dispatch_one_locked(mpi_pool *p, mworker *w)
+static bool all_idle(const mpi_pool *p)
 {
-    size_t n;
-    cf_future *batch = cf__take_batch(&p->base, &p->q, SIZE_MAX, &n);
-    if (batch == NULL)
-        return p->q.head != NULL;
-    pthread_mutex_unlock(&p->lock);
-    cf_wbuf out = {0};
-    cf__send_batch(&w->r, batch, n, &out, &p->fncache);
-    if (out.oom) { /* cannot happen: cf__send_batch reserves first */
-        fprintf(stderr, "cfutures: out of memory encoding a task frame\n");
-        MPI_Abort(p->comm, 70);
-    }
-    if (out.len > 0)
-        post_send(p, w->rank, TAG_FRAME, &out);
-    cf__wbuf_free(&out);
-    pthread_mutex_lock(&p->lock);
+    for (int i = 0; i < p->nworkers; i++)
+        if (p->w[i].n != 0)
+            return false;
     return true;
 }
 
@@ -670,82 +1398,113 @@ static void *manager_main(void *arg)
     mpi_pool *p = arg;
     cf__manager_enter(&p->manager);
     fine_timer_slack();
+    uint64_t now = cf__now_ns();
     for (int i = 0; i < p->nworkers; i++) {
+        mworker *w = &p->w[i];
+        w->last_heard = now;
+        w->in = malloc(INLINE_MAX);
+        if (w->in == NULL) {
+            fprintf(stderr, "cfutures: out of memory for the MPI pool\n");
+            MPI_Abort(p->comm, 70);
+        }
+        post_recv(p, i);
+        post_ctl(p, w->rank, CTL_CONF, p->liveness_ns / 4, 0);
         cf_wbuf copy = {0};
         cf__wbuf_put(&copy, p->init.p, p->init.len);
-        post_send(p, p->w[i].rank, TAG_FRAME, &copy);
+        post_send(p, w->rank, TAG_FRAME, &copy);
     }
-    uint64_t wait = BACKOFF_MIN_NS;
+    uint64_t wait = BACKOFF_MIN_NS, spin_until = now + SPIN_NS;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        if (p->broken && p->q.head != NULL) {
+        if (p->broken && has_work(p)) {
             cf_future *all = cf__fq_take_all(&p->q);
+            for (redo *r = p->redo, *next; r != NULL; r = next) {
+                next = r->next;
+                while (r->rs->next < cf__task_count(r->f))
+                    cf__chunk_run_fail(r->rs, CF_EBROKEN, 0,
+                                       p->broken_msg ? p->broken_msg
+                                                     : "the pool is broken");
+                cf__chunk_run_finish(r->f, r->rs);
+                cf_future_release(r->f);
+                free(r);
+            }
+            p->redo = NULL;
             pthread_mutex_unlock(&p->lock);
             cf__fail_list(all, CF_EBROKEN,
                           p->broken_msg ? p->broken_msg : "the pool is broken");
             pthread_mutex_lock(&p->lock);
         }
-        /* Idle workers first; a second frame to a busy one only for a
-         * backlog of short tasks (see process_pool.c). */
-        int busy = 0;
-        for (int i = 0; i < p->nworkers; i++) {
-            mworker *w = &p->w[i];
-            if (w->ready && w->r.count == 0 && p->q.head != NULL)
-                dispatch_one_locked(p, w);
-            busy += w->r.count > 0;
-        }
-        /* A message costs tens of microseconds here: with a backlog of
-         * two frames per worker, keep WINDOW frames on each. */
-        bool backlog = p->q.n >= 2 * (size_t)p->nworkers;
-        if (backlog || (p->q.n >= (size_t)p->nworkers && p->ewma_ns > 0 &&
-                        p->ewma_ns < 200000)) {
-            uint64_t now = cf__now_ns();
-            for (int i = 0; i < p->nworkers && p->q.head != NULL; i++) {
-                mworker *w = &p->w[i];
-                while (w->ready && w->r.frames < WINDOW && p->q.head != NULL &&
-                       (backlog ||
-                        now - w->r.head_start <= 4 * p->ewma_ns + 50000))
-                    if (!dispatch_one_locked(p, w))
-                        break;
-            }
-        }
-        if (p->shutdown && p->q.head == NULL && busy == 0)
+        uint64_t due = dispatch(p);
+        if (p->shutdown && !has_work(p) && all_idle(p))
             break;
         pthread_mutex_unlock(&p->lock);
-        bool progress = poll_results(p);
+        bool progress = poll_messages(p);
         progress |= reap_sends(p);
+        now = cf__now_ns();
+        check_liveness(p, now);
         pthread_mutex_lock(&p->lock);
         if (progress) {
             wait = BACKOFF_MIN_NS;
+            spin_until = now + SPIN_NS;
+            continue;
+        }
+        if (now < spin_until || (due != 0 && now >= due)) {
+            pthread_mutex_unlock(&p->lock);
+            cf__cpu_relax();
+            pthread_mutex_lock(&p->lock);
             continue;
         }
         /* Nothing happened: sleep a little, or until a submit. */
         cf_deadline d = {.forever = false};
+        uint64_t ns = wait;
+        if (due != 0 && due - now < ns)
+            ns = due - now;
         clock_gettime(CLOCK_MONOTONIC, &d.at);
-        d.at.tv_nsec += (long)wait;
+        d.at.tv_nsec += (long)ns;
         if (d.at.tv_nsec >= 1000000000L) {
             d.at.tv_sec++;
             d.at.tv_nsec -= 1000000000L;
         }
         p->manager_sleeping = true;
         cf__cond_wait(&p->wake_cv, &p->lock, &d);
+        if (!p->manager_sleeping) /* a submit woke us */
+            spin_until = cf__now_ns() + SPIN_NS;
         p->manager_sleeping = false;
-        uint64_t max = busy > 0 ? BACKOFF_BUSY_MAX_NS : BACKOFF_MAX_NS;
-        wait = wait * 2 > max ? max : wait * 2;
+        wait = wait * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : wait * 2;
     }
     pthread_mutex_unlock(&p->lock);
 
-    /* Stop the workers, finish the sends, let go of the communicator. */
+    /* Stop the workers, wait for their last word, let go of the
+     * communicator. */
+    bool lost = false;
     for (int i = 0; i < p->nworkers; i++) {
+        if (p->w[i].dead) {
+            lost = true;
+            continue;
+        }
         cf_wbuf empty = {0};
         cf__wbuf_u8(&empty, 0);
         post_send(p, p->w[i].rank, TAG_STOP, &empty);
     }
-    while (p->sends != NULL) {
-        if (!reap_sends(p))
+    for (;;) {
+        bool waiting = p->sends != NULL;
+        for (int i = 0; i < p->nworkers; i++)
+            waiting |= !p->w[i].dead && !p->w[i].bye;
+        if (!waiting)
+            break;
+        bool progress = poll_messages(p) | reap_sends(p);
+        check_liveness(p, cf__now_ns());
+        if (!progress)
             backoff_sleep(&wait, BACKOFF_MAX_NS);
     }
-    if (p->spawned)
+    for (int i = 0; i < p->nworkers; i++) {
+        if (p->rreq[i] != MPI_REQUEST_NULL) {
+            MPI_Cancel(&p->rreq[i]);
+            MPI_Wait(&p->rreq[i], MPI_STATUS_IGNORE);
+        }
+        lost |= p->w[i].dead;
+    }
+    if (p->spawned && !lost)
         MPI_Comm_disconnect(&p->comm);
     else
         MPI_Comm_free(&p->comm);
@@ -770,8 +1529,10 @@ static int mp_submit(cf_executor *ex, cf_future *f, unsigned flags)
         rc = CF_ESHUTDOWN;
     else {
         cf__fq_push(&p->q, f);
-        if (p->manager_sleeping)
+        if (p->manager_sleeping) {
+            p->manager_sleeping = false;
             pthread_cond_signal(&p->wake_cv);
+        }
     }
     pthread_mutex_unlock(&p->lock);
     return rc;
@@ -809,9 +1570,13 @@ static void pool_free(mpi_pool *p)
             break;
         }
     pthread_mutex_unlock(&live_lock);
-    for (int i = 0; i < p->nworkers; i++)
-        cf__remote_free(&p->w[i].r);
+    for (int i = 0; p->w != NULL && i < p->nworkers; i++)
+        if (!p->w[i].dead) /* a dead rank's receive may still hold it */
+            free(p->w[i].in);
     free(p->w);
+    free(p->rreq);
+    free(p->idx);
+    free(p->sts);
     cf__wbuf_free(&p->init);
     free(p->broken_msg);
     pthread_mutex_destroy(&p->lock);
@@ -870,6 +1635,7 @@ static const cf_executor_vtable mpi_pool_vtable = {
     .submit = mp_submit,
     .shutdown = mp_shutdown,
     .wait = mp_wait,
+    .chunks = true,
     .destroy = mp_destroy,
 };
 
@@ -878,18 +1644,31 @@ static cf_executor *pool_new(MPI_Comm comm, bool spawned, const int *ranks,
                              int n, const cf_mpi_opts *opts)
 {
     mpi_pool *p = calloc(1, sizeof *p);
-    mworker *w = calloc((size_t)n, sizeof *w);
-    if (p == NULL || w == NULL) {
-        free(p);
-        free(w);
+    if (p == NULL)
         return cf__fail_null(CF_ENOMEM);
-    }
-    p->w = w;
-    p->nworkers = n;
-    for (int i = 0; i < n; i++)
-        w[i].rank = ranks[i];
+    p->w = calloc((size_t)n, sizeof *p->w);
+    p->rreq = malloc((size_t)n * sizeof *p->rreq);
+    p->idx = malloc((size_t)n * sizeof *p->idx);
+    p->sts = malloc((size_t)n * sizeof *p->sts);
+    p->nworkers = p->alive = n;
     p->comm = comm;
     p->spawned = spawned;
+    pthread_mutex_init(&p->lock, NULL);
+    cf__cond_init(&p->wake_cv);
+    if (p->w == NULL || p->rreq == NULL || p->idx == NULL || p->sts == NULL) {
+        pool_free(p);
+        return cf__fail_null(CF_ENOMEM);
+    }
+    for (int i = 0; i < n; i++) {
+        p->w[i].rank = ranks[i];
+        p->rreq[i] = MPI_REQUEST_NULL;
+    }
+    double lt = opts->liveness_timeout;
+    p->liveness_ns = lt == 0              ? (uint64_t)LIVENESS_DEFAULT_NS
+                     : lt < 0 || lt > 1e9 ? 0
+                                          : (uint64_t)(lt * 1e9);
+    int len = 0;
+    MPI_Get_processor_name(p->self_host, &len);
     cf_fnref none = {0}, ref;
     if (opts->initializer != NULL &&
         cf__fnref_make(opts->initializer, &ref) != CF_OK) {
@@ -906,8 +1685,6 @@ static cf_executor *pool_new(MPI_Comm comm, bool spawned, const int *ranks,
         return cf__fail_null(CF_ENOMEM);
     }
     cf__executor_init(&p->base, &mpi_pool_vtable, n);
-    pthread_mutex_init(&p->lock, NULL);
-    cf__cond_init(&p->wake_cv);
     pthread_mutex_lock(&live_lock);
     p->live_next = live_pools;
     live_pools = p;
@@ -921,6 +1698,21 @@ static cf_executor *pool_new(MPI_Comm comm, bool spawned, const int *ranks,
 
 static const cf_mpi_opts no_opts;
 
+static int check_opts(const cf_mpi_opts *o)
+{
+    if (o->max_workers < 0 || o->max_tasks_per_child < 0 ||
+        (o->initarg == NULL && o->initarg_len > 0) ||
+        o->liveness_timeout != o->liveness_timeout)
+        return CF_EINVAL;
+    if (o->max_tasks_per_child > 0 && !o->crash_isolation) {
+        fprintf(stderr, "cfutures: max_tasks_per_child on an MPI pool needs "
+                        "crash_isolation (it replaces the rank's local "
+                        "process; a rank is not replaced)\n");
+        return CF_EINVAL;
+    }
+    return CF_OK;
+}
+
 int cf_mpi_comm_executor(MPI_Comm comm, int root, const cf_mpi_opts *opts,
                          cf_executor **ex)
 {
@@ -929,7 +1721,7 @@ int cf_mpi_comm_executor(MPI_Comm comm, int root, const cf_mpi_opts *opts,
     *ex = NULL;
     if (opts == NULL)
         opts = &no_opts;
-    if (opts->initarg == NULL && opts->initarg_len > 0)
+    if (check_opts(opts) != CF_OK)
         return CF_EINVAL;
     int rc = ensure_mpi(NULL, NULL);
     if (rc != CF_OK)
@@ -944,8 +1736,9 @@ int cf_mpi_comm_executor(MPI_Comm comm, int root, const cf_mpi_opts *opts,
     MPI_Comm_rank(comm, &rank);
     MPI_Comm dup;
     MPI_Comm_dup(comm, &dup); /* our traffic never mixes with the program's */
+    MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
     if (rank != root) {
-        serve(dup, root, opts->crash_isolation);
+        serve(dup, root, opts->crash_isolation, opts->max_tasks_per_child);
         MPI_Comm_free(&dup);
         return CF_OK;
     }
@@ -969,11 +1762,16 @@ int cf_mpi_worker_main(int *argc, char ***argv)
     MPI_Comm_get_parent(&parent);
     if (parent == MPI_COMM_NULL)
         return CF_OK; /* the original program */
+    MPI_Comm_set_errhandler(parent, MPI_ERRORS_RETURN);
     /* cf_mpi_pool passes its options to its copies as arguments. */
     bool isolate = false;
-    for (int i = 1; argc != NULL && argv != NULL && i < *argc; i++)
+    int max_tasks = 0;
+    for (int i = 1; argc != NULL && argv != NULL && i < *argc; i++) {
         isolate |= strcmp((*argv)[i], ISOLATE_ARG) == 0;
-    serve(parent, 0, isolate);
+        if (strncmp((*argv)[i], MAXTASKS_ARG, strlen(MAXTASKS_ARG)) == 0)
+            max_tasks = atoi((*argv)[i] + strlen(MAXTASKS_ARG));
+    }
+    serve(parent, 0, isolate, max_tasks);
     MPI_Comm_disconnect(&parent);
     MPI_Finalize();
     exit(0);
@@ -983,8 +1781,7 @@ cf_executor *cf_mpi_pool(const cf_mpi_opts *opts)
 {
     if (opts == NULL)
         opts = &no_opts;
-    if (opts->max_workers < 0 ||
-        (opts->initarg == NULL && opts->initarg_len > 0))
+    if (check_opts(opts) != CF_OK)
         return cf__fail_null(CF_EINVAL);
     int rc = ensure_mpi(NULL, NULL);
     if (rc != CF_OK)
@@ -997,6 +1794,12 @@ cf_executor *cf_mpi_pool(const cf_mpi_opts *opts)
     exe[len] = '\0';
     MPI_Info info;
     MPI_Info_create(&info);
+    if (opts->hosts != NULL)
+        MPI_Info_set(info, "host", opts->hosts);
+    if (opts->hostfile != NULL)
+        MPI_Info_set(info, "hostfile", opts->hostfile);
+    if (opts->map_by != NULL)
+        MPI_Info_set(info, "map_by", opts->map_by);
     MPI_Comm inter;
     int *errs = calloc((size_t)n, sizeof *errs);
     if (errs == NULL) {
@@ -1004,8 +1807,11 @@ cf_executor *cf_mpi_pool(const cf_mpi_opts *opts)
         return cf__fail_null(CF_ENOMEM);
     }
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
-    char iso[] = ISOLATE_ARG;
-    char *args[] = {opts->crash_isolation ? iso : NULL, NULL};
+    char iso[] = ISOLATE_ARG, maxt[64];
+    snprintf(maxt, sizeof maxt, "%s%d", MAXTASKS_ARG,
+             opts->max_tasks_per_child);
+    char *args[] = {opts->crash_isolation ? iso : NULL,
+                    opts->crash_isolation ? maxt : NULL, NULL};
     int e = MPI_Comm_spawn(exe, args, n, info, 0, MPI_COMM_SELF, &inter, errs);
     MPI_Info_free(&info);
     free(errs);
@@ -1015,10 +1821,12 @@ cf_executor *cf_mpi_pool(const cf_mpi_opts *opts)
         MPI_Error_string(e, msg, &mlen);
         fprintf(stderr,
                 "cfutures: MPI cannot spawn %d worker processes: %s (not "
-                "enough slots? set OMPI_MCA_rmaps_base_oversubscribe=1)\n",
+                "enough slots? set OMPI_MCA_rmaps_base_oversubscribe=1; "
+                "hosts, hostfile, map_by as given?)\n",
                 n, msg);
         return cf__fail_null(CF_EBROKEN);
     }
+    MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
     int *ranks = malloc((size_t)n * sizeof *ranks);
     if (ranks == NULL)
         return cf__fail_null(CF_ENOMEM);

@@ -95,6 +95,26 @@ static void get_init_value(cf_call *c)
     cf_return_i64(c, init_value);
 }
 
+/* Sleeps 400 ms and returns its rank's pid. */
+static void long_pid(cf_call *c)
+{
+    usleep(400 * 1000);
+    cf_return_i64(c, (int64_t)getpid());
+}
+
+/* Creates the file its argument names (proof that it ran). */
+static void touch(cf_call *c)
+{
+    size_t n;
+    const char *a = cf_arg(c, &n);
+    char path[256];
+    snprintf(path, sizeof path, "%.*s", (int)n, a);
+    FILE *f = fopen(path, "w");
+    if (f != NULL)
+        fclose(f);
+    cf_return_i64(c, 1);
+}
+
 static void rank_of_worker(cf_call *c)
 {
     cf_return_i64(c, (int64_t)getpid());
@@ -272,6 +292,74 @@ static void test_mixed_executors(void)
     cf_executor_free(pp);
 }
 
+/* Placement (issue 15.4): 2 long tasks per rank run as 2 rounds, each
+ * rank running exactly 2 -- never one queued behind another while a rank
+ * idles (the old window sent up to 4 to one rank). */
+static void test_placement_rounds(void)
+{
+    int n = cf_executor_max_workers(ex);
+    cf_future *fs[16];
+    for (int i = 0; i < 2 * n; i++)
+        fs[i] = cf_submit_i64(ex, long_pid, 0);
+    int64_t pids[16];
+    for (int i = 0; i < 2 * n; i++) {
+        ASSERT_OK(cf_result_i64(fs[i], 60, &pids[i]));
+        cf_future_release(fs[i]);
+    }
+    for (int i = 0; i < 2 * n; i++) {
+        int same = 0;
+        for (int j = 0; j < 2 * n; j++)
+            same += pids[j] == pids[i];
+        if (same != 2)
+            printf("# rank pid %lld ran %d of the %d tasks\n",
+                   (long long)pids[i], same, 2 * n);
+        ASSERT_EQ(same, 2);
+    }
+}
+
+/* A task sent ahead to a busy rank is only queued there: pending (not
+ * running), cf_cancel succeeds, and it never runs. */
+static void test_cancel_sent_ahead(void)
+{
+    int n = cf_executor_max_workers(ex);
+    enum { M = 12 };
+    cf_future *busy[8], *mk[M];
+    char paths[M][64];
+    for (int i = 0; i < n; i++)
+        busy[i] = cf_submit_i64(ex, nap, 1000);
+    for (int i = 0; i < n; i++)
+        while (!cf_running(busy[i]))
+            usleep(1000);
+    for (int i = 0; i < M; i++) {
+        snprintf(paths[i], sizeof paths[i], "/tmp/cf-mpi-ahead-%d-%d",
+                 (int)getpid(), i);
+        unlink(paths[i]);
+        mk[i] = cf_submit(ex, touch, paths[i], strlen(paths[i]));
+    }
+    usleep(100 * 1000); /* let the manager send some ahead */
+    for (int i = 0; i < M; i++) {
+        ASSERT(!cf_running(mk[i]));
+        ASSERT(cf_cancel(mk[i]));
+    }
+    for (int i = 0; i < n; i++) {
+        ASSERT_OK(cf_result(busy[i], 60, NULL, NULL));
+        cf_future_release(busy[i]);
+    }
+    /* The ranks have claimed (and dropped) what was sent ahead. */
+    cf_future *after[8];
+    for (int i = 0; i < n; i++)
+        after[i] = cf_submit_i64(ex, nap, 50);
+    for (int i = 0; i < n; i++) {
+        ASSERT_OK(cf_result(after[i], 60, NULL, NULL));
+        cf_future_release(after[i]);
+    }
+    for (int i = 0; i < M; i++) {
+        ASSERT_ST(cf_result(mk[i], 0, NULL, NULL), CF_ECANCELLED);
+        ASSERT(access(paths[i], F_OK) != 0);
+        cf_future_release(mk[i]);
+    }
+}
+
 /* Tasks really run on other processes (the ranks). */
 static void test_runs_on_ranks(void)
 {
@@ -320,6 +408,8 @@ static const test_entry tests[] = {
     T(test_chunked_map),
     T(test_mixed_executors),
     T(test_runs_on_ranks),
+    T(test_placement_rounds),
+    T(test_cancel_sent_ahead),
     T(test_shutdown_cancel_futures),
 };
 
@@ -332,6 +422,7 @@ static void crash_isolation_case(int argc, char **argv, bool spawn)
     int64_t seed = 4242;
     cf_mpi_opts o = {.max_workers = 2,
                      .crash_isolation = true,
+                     .max_tasks_per_child = 2,
                      .initializer = set_init_value,
                      .initarg = &seed,
                      .initarg_len = sizeof seed};
@@ -359,6 +450,19 @@ static void crash_isolation_case(int argc, char **argv, bool spawn)
         ASSERT_OK(cf_result_i64(f, 60, &v));
         ASSERT_EQ(v, 4242);
         cf_future_release(f);
+    }
+    /* max_tasks_per_child = 2: a local process runs 2 tasks at most. */
+    int64_t pids[8];
+    for (int i = 0; i < 8; i++) {
+        cf_future *f = cf_submit(iso, rank_of_worker, NULL, 0);
+        ASSERT_OK(cf_result_i64(f, 60, &pids[i]));
+        cf_future_release(f);
+    }
+    for (int i = 0; i < 8; i++) {
+        int same = 0;
+        for (int j = 0; j < 8; j++)
+            same += pids[j] == pids[i];
+        ASSERT(same <= 2);
     }
     cf_executor_free(iso);
     printf("ok - crash isolation (%s)\n", spawn ? "spawn" : "comm");
