@@ -2,10 +2,11 @@
  * test-executor.c -- executor-generic behaviour, one suite for every kind.
  *
  * The environment variable CF_TEST_EXECUTOR picks the executor: "thread"
- * (the default) or "process".  make_executor() builds a pool of WORKERS
- * workers of that kind; every case below goes through it only, so the same
- * checks hold for threads and processes (CTest runs this binary twice:
- * test-executor-thread and test-executor-process, see executors.cmake).
+ * (the default), "process", or "mpi" (built as test-executor-mpi, run
+ * under mpirun).  make_executor() builds a pool of WORKERS workers of that
+ * kind; every case below goes through it only, so the same checks hold
+ * for threads, processes and MPI ranks (CTest runs it three times:
+ * test-executor-thread, -process and -mpi, see executors.cmake).
  *
  * Tasks are plain functions of this binary that read only their argument:
  * in a process pool they run in a fresh copy of the program whose globals
@@ -39,6 +40,25 @@ static const char *executor_kind(void)
     return k != NULL && *k != '\0' ? k : "thread";
 }
 
+#ifdef CF_TEST_MPI
+/*
+ * The MPI executor, in SPMD mode under `mpirun -np WORKERS+1` (the third
+ * run of this suite, test-executor-mpi): rank 0 runs the tests; the other
+ * ranks serve one executor after another, each started by a broadcast of
+ * 1 from rank 0 (0: the end), since every test makes its own executor.
+ */
+#include "cfutures_mpi.h"
+
+static cf_executor *make_mpi_executor(void)
+{
+    int go = 1;
+    MPI_Bcast(&go, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_mpi_comm_executor(MPI_COMM_WORLD, 0, NULL, &ex));
+    return ex;
+}
+#endif
+
 static cf_executor *make_executor(void)
 {
     const char *k = executor_kind();
@@ -47,6 +67,10 @@ static cf_executor *make_executor(void)
         ex = cf_thread_pool(&(cf_thread_pool_opts){.max_workers = WORKERS});
     } else if (strcmp(k, "process") == 0) {
         ex = cf_process_pool(&(cf_process_pool_opts){.max_workers = WORKERS});
+#ifdef CF_TEST_MPI
+    } else if (strcmp(k, "mpi") == 0) {
+        ex = make_mpi_executor();
+#endif
     } else {
         fprintf(stderr, "CF_TEST_EXECUTOR=%s: want thread or process\n", k);
         abort();
@@ -894,6 +918,34 @@ static void test_chain_first_completed(void)
     cf_future_release(never);
     cf_executor_free(ex);
 }
+
+#ifdef CF_TEST_MPI
+#undef TEST_MAIN
+#define TEST_MAIN(...)                                                    \
+    int main(int argc, char **argv)                                       \
+    {                                                                     \
+        static const test_entry tests_[] = {__VA_ARGS__};                 \
+        int provided, rank, go = 1, rc = 0;                               \
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);    \
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);                             \
+        if (rank == 0) {                                                  \
+            rc = test_main(argc, argv, tests_,                            \
+                           sizeof tests_ / sizeof *tests_);               \
+            go = 0;                                                       \
+            MPI_Bcast(&go, 1, MPI_INT, 0, MPI_COMM_WORLD);                \
+        } else {                                                          \
+            for (;;) {                                                    \
+                MPI_Bcast(&go, 1, MPI_INT, 0, MPI_COMM_WORLD);            \
+                cf_executor *none = NULL;                                 \
+                if (!go ||                                                \
+                    cf_mpi_comm_executor(MPI_COMM_WORLD, 0, NULL, &none)) \
+                    break;                                                \
+            }                                                             \
+        }                                                                 \
+        MPI_Finalize();                                                   \
+        return rc;                                                        \
+    }
+#endif
 
 TEST_MAIN(T(test_scalar_types), T(test_bytes_sizes), T(test_raise),
           T(test_returns_nothing), T(test_many_tasks), T(test_wait_modes_mixed),
