@@ -360,6 +360,37 @@ static void test_cancel_sent_ahead(void)
     }
 }
 
+static void host_of_worker(cf_call *c)
+{
+    char h[256] = "";
+    gethostname(h, sizeof h - 1);
+    usleep(200 * 1000); /* so that the tasks below spread */
+    cf_return(c, h, strlen(h));
+}
+
+/* Spawn mode onto given hosts (tests/mpi/netns.sh): the workers are
+ * there. */
+static void test_spawn_hosts(void)
+{
+    const char *want = getenv("CF_TEST_SPAWN_HOSTS");
+    if (want == NULL)
+        return;
+    cf_future *fs[2];
+    char names[2][256];
+    for (int i = 0; i < 2; i++)
+        fs[i] = cf_submit(ex, host_of_worker, NULL, 0);
+    for (int i = 0; i < 2; i++) {
+        const void *h;
+        size_t n;
+        ASSERT_OK(cf_result(fs[i], 60, &h, &n));
+        snprintf(names[i], sizeof names[i], "%.*s", (int)n, (const char *)h);
+        printf("# a worker runs on %s\n", names[i]);
+        ASSERT(n > 0 && strstr(want, names[i]) != NULL);
+        cf_future_release(fs[i]);
+    }
+    ASSERT(strcmp(names[0], names[1]) != 0); /* one per host */
+}
+
 /* Tasks really run on other processes (the ranks). */
 static void test_runs_on_ranks(void)
 {
@@ -400,17 +431,12 @@ static void test_shutdown_cancel_futures(void)
 }
 
 static const test_entry tests[] = {
-    T(test_submit_result_errors),
-    T(test_result_timeout),
-    T(test_cancel_pending),
-    T(test_large_payload),
-    T(test_huge_payload),
-    T(test_chunked_map),
-    T(test_mixed_executors),
-    T(test_runs_on_ranks),
-    T(test_placement_rounds),
-    T(test_cancel_sent_ahead),
-    T(test_shutdown_cancel_futures),
+    T(test_submit_result_errors), T(test_result_timeout),
+    T(test_cancel_pending),       T(test_large_payload),
+    T(test_huge_payload),         T(test_chunked_map),
+    T(test_mixed_executors),      T(test_runs_on_ranks),
+    T(test_placement_rounds),     T(test_spawn_hosts),
+    T(test_cancel_sent_ahead),    T(test_shutdown_cancel_futures),
 };
 
 /* With crash isolation, a crashing task fails alone. */
@@ -421,6 +447,7 @@ static void crash_isolation_case(int argc, char **argv, bool spawn)
     cf_executor *iso = NULL;
     int64_t seed = 4242;
     cf_mpi_opts o = {.max_workers = 2,
+                     .hosts = getenv("CF_TEST_SPAWN_HOSTS"),
                      .crash_isolation = true,
                      .max_tasks_per_child = 2,
                      .initializer = set_init_value,
@@ -474,7 +501,9 @@ int main(int argc, char **argv)
     cf_set_default_error_hook(NULL, NULL);
     bool spawn = argc > 1 && strcmp(argv[1], "spawn") == 0;
     if (spawn) {
-        ex = cf_mpi_pool(&(cf_mpi_opts){.max_workers = 2});
+        /* tests/mpi/netns.sh spawns onto other hosts. */
+        ex = cf_mpi_pool(&(cf_mpi_opts){
+            .max_workers = 2, .hosts = getenv("CF_TEST_SPAWN_HOSTS")});
         ASSERT(ex != NULL);
     } else {
         ASSERT_OK(cf_mpi_comm_executor(MPI_COMM_WORLD, 0, NULL, &ex));
