@@ -448,6 +448,7 @@ static void crash_isolation_case(int argc, char **argv, bool spawn)
     int64_t seed = 4242;
     cf_mpi_opts o = {.max_workers = 2,
                      .hosts = getenv("CF_TEST_SPAWN_HOSTS"),
+                     .hostfile = getenv("CF_TEST_SPAWN_HOSTFILE"),
                      .crash_isolation = true,
                      .max_tasks_per_child = 2,
                      .initializer = set_init_value,
@@ -502,8 +503,10 @@ int main(int argc, char **argv)
     bool spawn = argc > 1 && strcmp(argv[1], "spawn") == 0;
     if (spawn) {
         /* tests/mpi/netns.sh spawns onto other hosts. */
-        ex = cf_mpi_pool(&(cf_mpi_opts){
-            .max_workers = 2, .hosts = getenv("CF_TEST_SPAWN_HOSTS")});
+        ex = cf_mpi_pool(
+            &(cf_mpi_opts){.max_workers = 2,
+                           .hosts = getenv("CF_TEST_SPAWN_HOSTS"),
+                           .hostfile = getenv("CF_TEST_SPAWN_HOSTFILE")});
         ASSERT(ex != NULL);
     } else {
         ASSERT_OK(cf_mpi_comm_executor(MPI_COMM_WORLD, 0, NULL, &ex));

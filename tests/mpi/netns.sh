@@ -83,4 +83,7 @@ if [ -x "$build/examples/demo-mpi" ]; then
   run "demo" "${mpirun_[@]}" "$build/examples/demo-mpi" --executor mpi
 fi
 run "spawn mode from a singleton" env CF_TEST_SPAWN_HOSTS="${tag}b,${tag}c" "$build/tests/test-mpi" spawn
+run "spawn mode, hosts from cf_mpi_opts.hostfile" env -u OMPI_MCA_orte_default_hostfile \
+  CF_TEST_SPAWN_HOSTFILE="$work/hostfile" CF_TEST_SPAWN_HOSTS="${tag}b,${tag}c" \
+  "$build/tests/test-mpi" spawn
 echo "ok - MPI across three network namespaces"
