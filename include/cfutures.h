@@ -330,8 +330,9 @@ CF_API bool cf_request_cancel(cf_future *f);
  * runs on a process pool, kills the worker running it (a fresh worker takes
  * its place) and the future ends with CF_ECANCELLED (state finished, since
  * it had started).  Returns CF_OK; CF_ESTATE if already done; CF_EINVAL if
- * the task runs on threads, which cannot be killed, or on an MPI rank (the
- * cooperative flag of cf_request_cancel is raised instead).  Do not call it
+ * the task runs on threads, which cannot be killed, or on an MPI rank of a
+ * pool without crash_isolation (the cooperative flag of cf_request_cancel
+ * is raised instead).  Do not call it
  * concurrently with cf_executor_free of the future's executor.
  */
 CF_API int cf_kill_task(cf_future *f);
@@ -387,9 +388,10 @@ typedef struct cf_task_opts {
     double time_limit; /**< seconds the task may run; 0 or CF_FOREVER =
                           none.  Process
                           pool only: the worker is killed and the future
-                          ends with CF_ETIMEDOUT.  Thread and MPI pools
-                          accept it and ignore it (a thread cannot be
-                          killed). */
+                          ends with CF_ETIMEDOUT.  Thread pools accept
+                          it and ignore it (a thread cannot be killed);
+                          MPI pools enforce it with crash_isolation and
+                          refuse it (CF_EINVAL) without. */
     int retries;       /**< process pool: re-run a task whose worker crashed
                           up to this many times on fresh workers; 0 means
                           the pool's max_retries (0 by default) */

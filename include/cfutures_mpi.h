@@ -38,14 +38,19 @@
  * a crash then fails only its future (CF_ECRASHED) and the rank lives, at
  * the cost of a process round trip per task; the initializer runs on the
  * rank and in that local process (again in each replacement), so tasks
- * see what it set up.  Not supported on MPI, with or without
- * crash_isolation: cf_task_opts.time_limit (accepted and ignored: the
- * task runs to its end and keeps its result), cf_kill_task on a running
- * task (CF_EINVAL; a pending one is cancelled), cf_request_cancel of a
- * running task (the task does not see the flag; pending ones are
- * cancelled as everywhere), cf_terminate_workers / cf_kill_workers
- * (CF_EINVAL: a rank cannot be signalled from the root, and killing one
- * ends the job).
+ * see what it set up.
+ *
+ * Stopping tasks: cf_request_cancel of a running task reaches it by a
+ * message to its rank (cf_cancel_requested() turns true within a few
+ * milliseconds).  With crash_isolation, cf_task_opts.time_limit and
+ * cf_kill_task work as on the process pool: the rank's local process is
+ * killed (CF_ETIMEDOUT, CF_ECANCELLED) and replaced.  Without it they are
+ * refused, because the task runs in the rank's own process and killing a
+ * rank ends the job: cf_submit_ex with a time limit fails with CF_EINVAL,
+ * cf_kill_task returns CF_EINVAL and raises the cooperative flag instead
+ * (both say why on stderr, once per pool).  cf_terminate_workers and
+ * cf_kill_workers return CF_EINVAL on MPI pools (a rank on another host
+ * cannot be signalled from the root, and a killed rank ends the job).
  *
  * Placement, as the process pool: an idle rank gets the next task; a busy
  * rank gets one more ahead of time (up to 8 while tasks take under 200
@@ -95,8 +100,8 @@ typedef struct cf_mpi_opts {
     const void *initarg; /**< the initializer's argument (copied) */
     size_t initarg_len;  /**< its length in bytes */
     /** Each rank runs tasks in a local one-process pool: a crash fails
-     *  only its future (CF_ECRASHED).  Time limits and cf_kill_task still
-     *  do not apply (see above). */
+     *  only its future (CF_ECRASHED); time limits and cf_kill_task work
+     *  (see above). */
     bool crash_isolation;
     /** A rank silent this many seconds is presumed dead (every rank sends
      *  a heartbeat from a thread of its own, four times per period, even

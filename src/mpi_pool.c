@@ -27,10 +27,11 @@
 #include <unistd.h>
 
 enum {
-    TAG_FRAME = 7001, /* frames, control messages */
-    TAG_STOP = 7002,  /* root -> rank: the end */
-    TAG_PIECE = 7003, /* a piece of a BIG message */
-    TAG_AHEAD = 7004, /* root -> rank: a frame sent ahead (claim it first) */
+    TAG_FRAME = 7001,   /* frames, control messages */
+    TAG_STOP = 7002,    /* root -> rank: the end */
+    TAG_PIECE = 7003,   /* a piece of a BIG message */
+    TAG_AHEAD = 7004,   /* root -> rank: a frame sent ahead (claim it first) */
+    TAG_TASKCTL = 7005, /* root -> rank: stop a running task (CANCEL, KILL) */
 };
 
 /* Waiting for messages: spin SPIN_NS after the last one, then sleep with
@@ -52,6 +53,8 @@ enum {
  * (a claim costs a round trip: there is no reason to wait longer). */
 #define TAKEBACK_NS 100000u
 #define LIVENESS_DEFAULT_NS 10000000000ull
+/* A rank looks for CANCEL and KILL messages this often while it works. */
+#define TASKCTL_POLL_NS 5000000u
 /* How often the root checks that the process of a rank on its host is
  * there. */
 #define PID_CHECK_NS 50000000u
@@ -165,6 +168,9 @@ enum {
     CTL_INFO,    /* rank -> root: pid a, b bytes of host name follow */
     CTL_BEAT,    /* rank -> root: alive */
     CTL_BYE,     /* rank -> root: its last message */
+    CTL_LIMIT,   /* root -> rank: the next frame, first id a, has b ns */
+    CTL_CANCEL,  /* root -> rank: cancel requested for items a .. a+b-1 */
+    CTL_KILL,    /* root -> rank: kill items a .. a+b-1 (crash isolation) */
 };
 
 static size_t piece_max = (size_t)1 << 30;
@@ -288,6 +294,7 @@ typedef struct lframe {
     unsigned char *body;         /* NULL: no memory for it (head kept) */
     unsigned char (*head)[4096]; /* its first bytes, when body is NULL */
     uint64_t total, id;
+    uint64_t limit_ns; /* its time limit (crash isolation), 0: none */
     bool ahead, claimed;
     uint32_t answer; /* CTL_GO, CTL_SKIP, 0 */
 } lframe;
@@ -309,7 +316,68 @@ typedef struct mpi_link {
     pthread_cond_t cv;
     uint64_t beat_ns; /* 0: none */
     bool beat_stop;
+    /* Stopping a running task (lock): the item running (id + 1, 0: none),
+     * its future in the local pool, the items asked to stop. */
+    _Atomic uint64_t cancel_id; /* id + 1 of an item asked to stop */
+    _Atomic uint64_t cur;       /* id + 1 of the item running, 0: none */
+    _Atomic bool have_ctl;      /* a range below is set */
+    uint64_t cancel_a, cancel_n, kill_a, kill_n;
+    cf_future *local_f;
+    uint64_t limit_id, limit_ns; /* CTL_LIMIT of the next frame */
+    uint64_t cur_limit_ns;       /* of the frame being run */
 } mpi_link;
+
+/* A CANCEL or KILL for items a .. a+n-1 (lock held): applied to the item
+ * running now if it is one of them, and kept for the next ones. */
+static void task_ctl_locked(mpi_link *m, uint32_t kind, uint64_t a, uint64_t n)
+{
+    if (kind == CTL_CANCEL) {
+        m->cancel_a = a;
+        m->cancel_n = n;
+    } else {
+        m->kill_a = a;
+        m->kill_n = n;
+    }
+    atomic_store(&m->have_ctl, true);
+    uint64_t cur = atomic_load(&m->cur);
+    if (cur == 0 || cur - 1 < a || cur - 1 - a >= n)
+        return;
+    if (kind == CTL_CANCEL)
+        atomic_store(&m->cancel_id, cur);
+    if (m->local_f != NULL) {
+        if (kind == CTL_CANCEL)
+            cf_request_cancel(m->local_f);
+        else
+            cf_kill_task(m->local_f);
+    }
+}
+
+/* Receives the CANCEL and KILL messages waiting (heartbeat thread). */
+static void poll_task_ctl(mpi_link *m)
+{
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(m->root, TAG_TASKCTL, m->comm, &flag, &st);
+        if (!flag)
+            return;
+        unsigned char b[CTL_LEN];
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        if (count != CTL_LEN) {
+            fprintf(stderr, "cfutures: a bad task control message\n");
+            MPI_Abort(m->comm, 70);
+        }
+        MPI_Recv(b, CTL_LEN, MPI_BYTE, m->root, TAG_TASKCTL, m->comm,
+                 MPI_STATUS_IGNORE);
+        uint64_t a, n;
+        uint32_t kind = get_ctl(b, CTL_LEN, &a, &n);
+        pthread_mutex_lock(&m->lock);
+        if (kind == CTL_CANCEL || kind == CTL_KILL)
+            task_ctl_locked(m, kind, a, n);
+        pthread_mutex_unlock(&m->lock);
+    }
+}
 
 static void send_ctl(MPI_Comm comm, int dest, uint32_t kind, uint64_t a,
                      uint64_t b)
@@ -327,46 +395,86 @@ static void *beat_main(void *arg)
     MPI_Get_processor_name(host + CTL_LEN, &len);
     put_ctl((unsigned char *)host, CTL_INFO, (uint64_t)getpid(), (uint64_t)len);
     MPI_Send(host, CTL_LEN + len, MPI_BYTE, m->root, TAG_FRAME, m->comm);
+    /* Heartbeats every beat_ns; CANCEL and KILL looked for every
+     * TASKCTL_POLL_NS. */
+    uint64_t last_beat = cf__now_ns();
     pthread_mutex_lock(&m->lock);
     while (!m->beat_stop) {
-        cf_deadline d = {.forever = m->beat_ns == 0};
-        if (m->beat_ns != 0) {
-            clock_gettime(CLOCK_MONOTONIC, &d.at);
-            uint64_t ns = (uint64_t)d.at.tv_nsec + m->beat_ns;
-            d.at.tv_sec += (time_t)(ns / 1000000000u);
-            d.at.tv_nsec = (long)(ns % 1000000000u);
-        }
-        if (cf__cond_wait(&m->cv, &m->lock, &d) == ETIMEDOUT && !m->beat_stop) {
-            pthread_mutex_unlock(&m->lock);
+        cf_deadline d = {.forever = false};
+        clock_gettime(CLOCK_MONOTONIC, &d.at);
+        uint64_t ns = (uint64_t)d.at.tv_nsec + TASKCTL_POLL_NS;
+        d.at.tv_sec += (time_t)(ns / 1000000000u);
+        d.at.tv_nsec = (long)(ns % 1000000000u);
+        cf__cond_wait(&m->cv, &m->lock, &d);
+        if (m->beat_stop)
+            break;
+        uint64_t now = cf__now_ns(), every = m->beat_ns;
+        pthread_mutex_unlock(&m->lock);
+        if (every != 0 && now - last_beat >= every) {
             send_ctl(m->comm, m->root, CTL_BEAT, 0, 0);
-            pthread_mutex_lock(&m->lock);
+            last_beat = now;
         }
+        poll_task_ctl(m);
+        pthread_mutex_lock(&m->lock);
     }
     pthread_mutex_unlock(&m->lock);
     send_ctl(m->comm, m->root, CTL_BYE, 0, 0);
     return NULL;
 }
 
-/* Crash isolation: run the task in the rank's local process pool. */
-static void isolated_run(cf_link *l, cf_task_fn fn, cf_call *c)
+/* Runs one item (every item of this rank): it sees a CANCEL through
+ * cf_cancel_requested; under crash isolation it runs in the rank's local
+ * process pool, with its time limit, where a KILL reaches it. */
+static void run_item_hook(cf_link *l, cf_task_fn fn, cf_call *c)
 {
     mpi_link *m = (mpi_link *)l;
-    cf_future *f = cf_submit(m->local, fn, c->arg, c->arg_len);
+    c->cancel_id = &m->cancel_id;
+    atomic_store(&m->cur, c->id + 1);
+    bool cancel = false, kill = false;
+    if (atomic_load(&m->have_ctl)) {
+        pthread_mutex_lock(&m->lock);
+        cancel = c->id >= m->cancel_a && c->id - m->cancel_a < m->cancel_n;
+        kill = c->id >= m->kill_a && c->id - m->kill_a < m->kill_n;
+        pthread_mutex_unlock(&m->lock);
+        if (cancel)
+            atomic_store(&m->cancel_id, c->id + 1);
+    }
+    if (m->local == NULL) {
+        fn(c);
+        atomic_store(&m->cur, 0);
+        return;
+    }
+    cf_future *f = cf_submit_ex(
+        m->local, fn, c->arg, c->arg_len,
+        &(cf_task_opts){.time_limit = (double)m->cur_limit_ns / 1e9});
     if (f == NULL) {
+        atomic_store(&m->cur, 0);
         cf__outcome_failf(&c->out, cf_last_error(), 0,
                           "the rank's local process pool refused the task");
         return;
     }
+    pthread_mutex_lock(&m->lock);
+    m->local_f = f;
+    if (cancel)
+        cf_request_cancel(f);
+    if (kill)
+        cf_kill_task(f);
+    pthread_mutex_unlock(&m->lock);
     const void *data;
     size_t len;
     int rc = cf_result(f, CF_FOREVER, &data, &len);
     if (rc == CF_OK) {
         cf__outcome_set(&c->out, f->out.kind, data, len);
     } else {
-        cf_error e;
+        cf_error e = {.code = 0, .message = NULL};
         cf_exception(f, 0, &e);
-        cf__outcome_failf(&c->out, rc, e.code, "%s", e.message);
+        cf__outcome_failf(&c->out, rc, e.code, "%s",
+                          e.message ? e.message : cf_strerror(rc));
     }
+    pthread_mutex_lock(&m->lock);
+    m->local_f = NULL;
+    pthread_mutex_unlock(&m->lock);
+    atomic_store(&m->cur, 0);
     cf_future_release(f);
 }
 
@@ -391,8 +499,6 @@ static void start_local_pool(mpi_link *m, const unsigned char *body, size_t len)
         o.initarg_len = arg_len;
     }
     m->local = cf_process_pool(&o);
-    if (m->local != NULL)
-        m->link.run = isolated_run;
 }
 
 /* A TASK frame this rank has no memory for: each of its items fails with
@@ -504,6 +610,15 @@ static void take_message(mpi_link *m)
         m->stopped = true;
         return;
     }
+    if (tag == TAG_TASKCTL) { /* for a task not started yet, or done */
+        uint32_t k = head == NULL ? get_ctl(buf, len, &a, &b) : 0;
+        pthread_mutex_lock(&m->lock);
+        if (k == CTL_CANCEL || k == CTL_KILL)
+            task_ctl_locked(m, k, a, b);
+        pthread_mutex_unlock(&m->lock);
+        free(buf);
+        return;
+    }
     uint32_t kind = head == NULL ? get_ctl(buf, len, &a, &b) : 0;
     if (kind == CTL_GO || kind == CTL_SKIP) {
         lframe *f = find_frame(m, a);
@@ -512,6 +627,12 @@ static void take_message(mpi_link *m)
             MPI_Abort(m->comm, 70);
         }
         f->answer = kind;
+        free(buf);
+        return;
+    }
+    if (kind == CTL_LIMIT) {
+        m->limit_id = a;
+        m->limit_ns = b;
         free(buf);
         return;
     }
@@ -544,6 +665,11 @@ static void take_message(mpi_link *m)
     }
     if (buf != NULL)
         memmove(buf, buf + CF_WIRE_HEADER, (size_t)f->h.body_len);
+    if (f->h.type == CF_FRAME_TASK && m->limit_ns != 0 &&
+        m->limit_id == f->id) {
+        f->limit_ns = m->limit_ns;
+        m->limit_ns = 0;
+    }
     f->body = buf;
     f->head = head;
     if (m->tail)
@@ -585,6 +711,7 @@ static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
             }
             *h = f->h;
             *body = f->body;
+            m->cur_limit_ns = f->limit_ns;
             drop_head(m);
             if (h->type == CF_FRAME_INIT && m->isolate && m->local == NULL)
                 start_local_pool(m, *body, (size_t)h->body_len);
@@ -626,7 +753,7 @@ static void mpi_send(cf_link *l, const void *p, size_t n)
 static void serve(MPI_Comm comm, int root, bool isolate, int max_tasks)
 {
     mpi_link m = {
-        .link = {.recv = mpi_recv, .send = mpi_send},
+        .link = {.recv = mpi_recv, .send = mpi_send, .run = run_item_hook},
         .comm = comm,
         .root = root,
         .isolate = isolate,
@@ -685,6 +812,7 @@ static void serve(MPI_Comm comm, int root, bool isolate, int max_tasks)
  */
 
 enum fstate { F_RUNNING, F_AHEAD, F_REVOKED };
+enum { TOLD_CANCEL = 1, TOLD_KILL = 2 };
 
 typedef struct mframe {
     cf_future *f;     /* NULL once revoked */
@@ -693,6 +821,7 @@ typedef struct mframe {
     uint32_t count;   /* items in the frame */
     uint32_t done;    /* items answered */
     uint8_t state;
+    uint8_t told;    /* TOLD_CANCEL, TOLD_KILL: sent to the rank */
     uint64_t queued; /* submit time, for the trace (0: not tracing) */
     uint64_t started;
 } mframe;
@@ -737,7 +866,7 @@ typedef struct mpi_pool {
     char *broken_msg;
     cf_manager manager;
     MPI_Comm comm; /* a duplicate (SPMD) or the intercommunicator (spawn) */
-    bool spawned;
+    bool spawned, isolated, said_kill, said_limit;
     int nworkers, alive;
     mworker *w;
     MPI_Request *rreq; /* posted receives, one per worker */
@@ -798,8 +927,8 @@ static void post_send(mpi_pool *p, int rank, int tag, cf_wbuf *buf)
     p->sends = s;
 }
 
-static void post_ctl(mpi_pool *p, int rank, uint32_t kind, uint64_t a,
-                     uint64_t b)
+static void post_ctl_tag(mpi_pool *p, int rank, int tag, uint32_t kind,
+                         uint64_t a, uint64_t b)
 {
     cf_wbuf m = {0};
     unsigned char c[CTL_LEN];
@@ -809,7 +938,13 @@ static void post_ctl(mpi_pool *p, int rank, uint32_t kind, uint64_t a,
         fprintf(stderr, "cfutures: out of memory sending to rank %d\n", rank);
         MPI_Abort(p->comm, 70);
     }
-    post_send(p, rank, TAG_FRAME, &m);
+    post_send(p, rank, tag, &m);
+}
+
+static void post_ctl(mpi_pool *p, int rank, uint32_t kind, uint64_t a,
+                     uint64_t b)
+{
+    post_ctl_tag(p, rank, TAG_FRAME, kind, a, b);
 }
 
 /* Frees the buffers of completed sends; true if one completed. */
@@ -930,6 +1065,9 @@ static bool send_task(mpi_pool *p, mworker *w, cf_future *f, cf_chunk_run *rs,
         pthread_mutex_lock(&p->lock);
         return false;
     }
+    if (f->time_limit > 0) /* crash isolation only (mp_submit) */
+        post_ctl(p, w->rank, CTL_LIMIT, w->next_id,
+                 (uint64_t)((double)f->time_limit * 1e9));
     uint64_t now = cf__now_ns();
     mframe *fr = &w->fr[w->n++];
     *fr = (mframe){.f = f,
@@ -1385,6 +1523,44 @@ static bool poll_messages(mpi_pool *p)
     return n > 0;
 }
 
+/* cf_request_cancel and cf_kill_task of running tasks: their flags are in
+ * the futures' state; tell their ranks once. */
+static void send_stops(mpi_pool *p)
+{
+    for (int i = 0; i < p->nworkers; i++) {
+        mworker *w = &p->w[i];
+        for (int k = 0; k < w->n; k++) {
+            mframe *fr = &w->fr[k];
+            if (fr->state != F_RUNNING || fr->told == (TOLD_CANCEL | TOLD_KILL))
+                continue;
+            uint32_t st = cf__state_load(fr->f);
+            if ((st & FS_KILL_REQ) && !(fr->told & TOLD_KILL)) {
+                if (p->isolated) {
+                    post_ctl_tag(p, w->rank, TAG_TASKCTL, CTL_KILL, fr->id,
+                                 fr->count);
+                    fr->told |= TOLD_KILL | TOLD_CANCEL;
+                    continue;
+                }
+                fr->told |= TOLD_KILL;
+                if (!p->said_kill)
+                    fprintf(stderr,
+                            "cfutures: cf_kill_task cannot stop a task on "
+                            "MPI rank %d: without crash_isolation the task "
+                            "runs in the rank's own process, and killing a "
+                            "rank ends the job; its cancel flag is raised "
+                            "instead\n",
+                            w->rank);
+                p->said_kill = true;
+            }
+            if ((st & FS_CANCEL_REQ) && !(fr->told & TOLD_CANCEL)) {
+                post_ctl_tag(p, w->rank, TAG_TASKCTL, CTL_CANCEL, fr->id,
+                             fr->count);
+                fr->told |= TOLD_CANCEL;
+            }
+        }
+    }
+}
+
 static bool all_idle(const mpi_pool *p)
 {
     for (int i = 0; i < p->nworkers; i++)
@@ -1439,6 +1615,7 @@ static void *manager_main(void *arg)
             break;
         pthread_mutex_unlock(&p->lock);
         bool progress = poll_messages(p);
+        send_stops(p);
         progress |= reap_sends(p);
         now = cf__now_ns();
         check_liveness(p, now);
@@ -1448,7 +1625,8 @@ static void *manager_main(void *arg)
             spin_until = now + SPIN_NS;
             continue;
         }
-        if (now < spin_until || (due != 0 && now >= due)) {
+        if (now < spin_until || (due != 0 && now >= due) ||
+            wait_mode == WAIT_BLOCK) {
             pthread_mutex_unlock(&p->lock);
             cf__cpu_relax();
             pthread_mutex_lock(&p->lock);
@@ -1527,7 +1705,15 @@ static int mp_submit(cf_executor *ex, cf_future *f, unsigned flags)
         rc = CF_EBROKEN;
     else if (p->shutdown)
         rc = CF_ESHUTDOWN;
-    else {
+    else if (f->time_limit > 0 && !p->isolated) {
+        rc = CF_EINVAL;
+        if (!p->said_limit)
+            fprintf(stderr, "cfutures: a time limit on an MPI pool needs "
+                            "cf_mpi_opts.crash_isolation: a task runs in its "
+                            "rank's own process, and killing a rank ends the "
+                            "job\n");
+        p->said_limit = true;
+    } else {
         cf__fq_push(&p->q, f);
         if (p->manager_sleeping) {
             p->manager_sleeping = false;
@@ -1630,11 +1816,38 @@ static int finalize_hook(MPI_Comm comm, int keyval, void *attr, void *extra)
     return MPI_SUCCESS;
 }
 
+/* cf_request_cancel / cf_kill_task of a running task (crash isolation):
+ * the flags are in f's state already; wake the manager to pass them on. */
+static void mp_cancel_running(cf_executor *ex, cf_future *f, bool force)
+{
+    (void)f;
+    (void)force;
+    mpi_pool *p = pool_of(ex);
+    pthread_mutex_lock(&p->lock);
+    if (p->manager_sleeping) {
+        p->manager_sleeping = false;
+        pthread_cond_signal(&p->wake_cv);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Without crash isolation no cancel_running: cf_kill_task says CF_EINVAL
+ * (the manager still passes the cooperative flag on, at its next look). */
 static const cf_executor_vtable mpi_pool_vtable = {
     .kind = "mpi",
     .submit = mp_submit,
     .shutdown = mp_shutdown,
     .wait = mp_wait,
+    .chunks = true,
+    .destroy = mp_destroy,
+};
+
+static const cf_executor_vtable mpi_isolated_vtable = {
+    .kind = "mpi",
+    .submit = mp_submit,
+    .shutdown = mp_shutdown,
+    .wait = mp_wait,
+    .cancel_running = mp_cancel_running,
     .chunks = true,
     .destroy = mp_destroy,
 };
@@ -1684,7 +1897,9 @@ static cf_executor *pool_new(MPI_Comm comm, bool spawned, const int *ranks,
         pool_free(p);
         return cf__fail_null(CF_ENOMEM);
     }
-    cf__executor_init(&p->base, &mpi_pool_vtable, n);
+    p->isolated = opts->crash_isolation;
+    cf__executor_init(&p->base,
+                      p->isolated ? &mpi_isolated_vtable : &mpi_pool_vtable, n);
     pthread_mutex_lock(&live_lock);
     p->live_next = live_pools;
     live_pools = p;

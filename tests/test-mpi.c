@@ -360,6 +360,66 @@ static void test_cancel_sent_ahead(void)
     }
 }
 
+/* Creates the file its argument names, if any, then runs until its cancel
+ * is requested (at most 60 s), and raises. */
+static void until_cancelled(cf_call *c)
+{
+    size_t n;
+    const char *a = cf_arg(c, &n);
+    if (n > 0) {
+        char path[256];
+        snprintf(path, sizeof path, "%.*s", (int)n, a);
+        FILE *fp = fopen(path, "w");
+        if (fp != NULL)
+            fclose(fp);
+    }
+    for (int i = 0; i < 60000; i++) {
+        if (cf_cancel_requested(c)) {
+            cf_raise(c, 42, "stopped on request");
+            return;
+        }
+        usleep(1000);
+    }
+    cf_return_i64(c, -1);
+}
+
+static void wait_running(cf_future *f)
+{
+    for (int i = 0; i < 60000 && !cf_running(f) && !cf_done(f); i++)
+        usleep(1000);
+    ASSERT(cf_running(f));
+}
+
+/* Issue 14.4: cf_request_cancel reaches a task running on a rank. */
+static void test_request_cancel_running(void)
+{
+    cf_future *f = cf_submit(ex, until_cancelled, NULL, 0);
+    wait_running(f);
+    ASSERT(!cf_request_cancel(f));
+    cf_error e;
+    ASSERT_OK(cf_exception(f, 60, &e));
+    ASSERT_ST(e.status, CF_ETASK);
+    ASSERT_EQ(e.code, 42);
+    cf_future_release(f);
+}
+
+/* Without crash isolation: cf_kill_task and time limits are refused
+ * (CF_EINVAL); the kill raises the cooperative flag, which the task
+ * sees. */
+static void test_kill_and_limit_need_isolation(void)
+{
+    ASSERT(cf_submit_ex(ex, nap, NULL, 0, &(cf_task_opts){.time_limit = 0.5}) ==
+           NULL);
+    ASSERT_ST(cf_last_error(), CF_EINVAL);
+    cf_future *f = cf_submit(ex, until_cancelled, NULL, 0);
+    wait_running(f);
+    ASSERT_ST(cf_kill_task(f), CF_EINVAL);
+    cf_error e;
+    ASSERT_OK(cf_exception(f, 60, &e));
+    ASSERT_EQ(e.code, 42);
+    cf_future_release(f);
+}
+
 static void host_of_worker(cf_call *c)
 {
     char h[256] = "";
@@ -431,12 +491,20 @@ static void test_shutdown_cancel_futures(void)
 }
 
 static const test_entry tests[] = {
-    T(test_submit_result_errors), T(test_result_timeout),
-    T(test_cancel_pending),       T(test_large_payload),
-    T(test_huge_payload),         T(test_chunked_map),
-    T(test_mixed_executors),      T(test_runs_on_ranks),
-    T(test_placement_rounds),     T(test_spawn_hosts),
-    T(test_cancel_sent_ahead),    T(test_shutdown_cancel_futures),
+    T(test_submit_result_errors),
+    T(test_result_timeout),
+    T(test_cancel_pending),
+    T(test_large_payload),
+    T(test_huge_payload),
+    T(test_chunked_map),
+    T(test_mixed_executors),
+    T(test_runs_on_ranks),
+    T(test_placement_rounds),
+    T(test_request_cancel_running),
+    T(test_kill_and_limit_need_isolation),
+    T(test_spawn_hosts),
+    T(test_cancel_sent_ahead),
+    T(test_shutdown_cancel_futures),
 };
 
 /* With crash isolation, a crashing task fails alone. */
@@ -479,6 +547,28 @@ static void crash_isolation_case(int argc, char **argv, bool spawn)
         ASSERT_EQ(v, 4242);
         cf_future_release(f);
     }
+    /* Time limits, cf_kill_task and cf_request_cancel reach tasks in the
+     * ranks' local processes (issue 14.4). */
+    cf_future *lim = cf_submit_ex(iso, nap, &(int64_t){30000}, 8,
+                                  &(cf_task_opts){.time_limit = 0.3});
+    ASSERT_ST(cf_result(lim, 60, NULL, NULL), CF_ETIMEDOUT);
+    cf_future_release(lim);
+    cf_future *k = cf_submit_i64(iso, nap, 30000);
+    wait_running(k);
+    ASSERT_OK(cf_kill_task(k));
+    ASSERT_ST(cf_result(k, 60, NULL, NULL), CF_ECANCELLED);
+    cf_future_release(k);
+    char started[64];
+    snprintf(started, sizeof started, "/tmp/cf-mpi-started-%d", (int)getpid());
+    unlink(started);
+    cf_future *rq = cf_submit(iso, until_cancelled, started, strlen(started));
+    for (int i = 0; i < 60000 && access(started, F_OK) != 0; i++)
+        usleep(1000); /* it runs in the local process */
+    unlink(started);
+    ASSERT(!cf_request_cancel(rq));
+    ASSERT_OK(cf_exception(rq, 60, &e));
+    ASSERT_EQ(e.code, 42);
+    cf_future_release(rq);
     /* max_tasks_per_child = 2: a local process runs 2 tasks at most. */
     int64_t pids[8];
     for (int i = 0; i < 8; i++) {
