@@ -1670,7 +1670,8 @@ static void *manager_main(void *arg)
             waiting |= !p->w[i].dead && !p->w[i].bye;
         if (!waiting)
             break;
-        bool progress = poll_messages(p) | reap_sends(p);
+        bool progress = poll_messages(p);
+        progress |= reap_sends(p);
         check_liveness(p, cf__now_ns());
         if (!progress)
             backoff_sleep(&wait, BACKOFF_MAX_NS);
