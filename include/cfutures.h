@@ -567,8 +567,18 @@ typedef struct cf_process_pool_opts {
  * the task runs too long (the future ends with CF_ETIMEDOUT).
  *
  * What a worker sees: workers are fresh copies of this program, started
- * with posix_spawn of /proc/self/exe (safe in a program that runs other
- * threads: nothing is forked while another thread holds a lock).  A worker
+ * with posix_spawn of the image this process runs (safe in a program that
+ * runs other threads: nothing is forked while another thread holds a
+ * lock).  Deleting or replacing the executable while pools run does not
+ * matter (the image is held open), nor starting the program through the
+ * dynamic loader (workers start through it too).  Each worker leads its
+ * own process group: a time limit, cf_kill_task and cf_terminate_workers /
+ * cf_kill_workers signal the group, so children a task started go with
+ * its worker; the worker's socket is close-on-exec, so they inherit no
+ * descriptor of the pool.  A crash is reported with its signal even when
+ * the program ignores SIGCHLD or reaps children itself (the worker notes
+ * the signal in memory shared with the parent); an exit status that
+ * someone else collected is reported as unavailable.  A worker
  * runs the program's static initializers and constructors, never main();
  * then the initializer; then tasks.  So globals hold their initial values,
  * not what main set them to: pass what a task needs as its argument or

@@ -82,7 +82,7 @@ static pthread_mutex_t abs_lock = PTHREAD_MUTEX_INITIALIZER;
 static abs_name *abs_names;
 
 /* The path of the file mapped at addr, from /proc/self/maps. */
-static bool mapped_path(uintptr_t addr, char *out, size_t len)
+bool cf__mapped_path(uintptr_t addr, char *out, size_t len)
 {
     FILE *maps = fopen("/proc/self/maps", "re");
     if (maps == NULL)
@@ -124,7 +124,7 @@ static const char *module_name(const struct dl_phdr_info *info)
         if (a->base == info->dlpi_addr && strcmp(a->rel, name) == 0)
             found = a->path;
     char path[4096];
-    if (found == NULL && mapped_path(first, path, sizeof path)) {
+    if (found == NULL && cf__mapped_path(first, path, sizeof path)) {
         size_t n = strlen(path) + 1;
         abs_name *a = malloc(sizeof *a + n);
         if (a != NULL) {

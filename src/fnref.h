@@ -23,6 +23,10 @@ CF_HIDDEN int cf__fnref_resolve(const cf_fnref *ref, cf_task_fn *fn, char *err,
 /* The symbol name of fn for messages ("sum_to"), or its address. */
 CF_HIDDEN const char *cf__fn_name(cf_task_fn fn, char *buf, size_t len);
 
+/* The path of the file mapped at addr in this process (/proc/self/maps);
+ * false if none (or it does not fit in len). */
+CF_HIDDEN bool cf__mapped_path(uintptr_t addr, char *out, size_t len);
+
 /* The environment variable that turns a process into a worker (worker.c). */
 CF_HIDDEN extern const char cf__worker_env[];
 

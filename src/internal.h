@@ -383,6 +383,12 @@ static inline bool cf__tracing(void)
 CF_HIDDEN void cf__trace_task(const cf_executor *ex, long tid, cf_task_fn fn,
                               uint64_t queued, uint64_t start, uint64_t end,
                               int status);
+/* The same, with the task's outcome code: < 0, the signal that killed its
+ * process (-code); > 0, its exit or error code. */
+CF_HIDDEN void cf__trace_task_code(const cf_executor *ex, long tid,
+                                   cf_task_fn fn, uint64_t queued,
+                                   uint64_t start, uint64_t end, int status,
+                                   int code);
 /** The trace row of the current pool thread (its index). */
 CF_HIDDEN extern _Thread_local long cf__trace_tid;
 

@@ -30,6 +30,7 @@
  * by the manager with no lock held.
  */
 #include "chunk.h"
+#include "image.h"
 #include "remote.h"
 #include "ring.h"
 
@@ -151,7 +152,6 @@ typedef struct process_pool {
     pworker **w;      /* nslots worker slots, allocated as workers start */
     int nslots;
     int nworkers; /* slots in use (alive or starting) */
-    char exe[PATH_MAX];
     cf_fnref init_ref;
     bool has_init;
     void *initarg;
@@ -234,9 +234,15 @@ static char *sanitizer_env(const char *name)
     return s;
 }
 
-static int spawn_worker(process_pool *p, pworker *w)
+/* Starts a worker in w.  CF_OK; else a status, with what went wrong in
+ * err. */
+static int spawn_worker(process_pool *p, pworker *w, char *err, size_t errlen)
 {
     worker_reset(w);
+    cf_image_cmd cmd;
+    if (cf__image_cmd(&cmd, err, errlen) != CF_OK)
+        return CF_EBROKEN;
+    snprintf(err, errlen, "out of memory");
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return CF_ENOMEM;
@@ -289,7 +295,13 @@ static int spawn_worker(process_pool *p, pworker *w)
     int child_shm = mfd > WORKER_SHM_FD
                         ? mfd
                         : fcntl(mfd, F_DUPFD_CLOEXEC, WORKER_SHM_FD + 1);
-    if (child < 0 || child_shm < 0) {
+    /* The image's descriptor too, when it is started from it. */
+    int child_img = cmd.fd < 0 || cmd.fd > CF_IMAGE_FD
+                        ? cmd.fd
+                        : fcntl(cmd.fd, F_DUPFD_CLOEXEC, CF_IMAGE_FD + 1);
+    if (child < 0 || child_shm < 0 || (cmd.fd >= 0 && child_img < 0)) {
+        if (child_img >= 0 && child_img != cmd.fd)
+            close(child_img);
         if (child >= 0 && child != sv[1])
             close(child);
         if (child_shm >= 0 && child_shm != mfd)
@@ -301,22 +313,30 @@ static int spawn_worker(process_pool *p, pworker *w)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, child, WORKER_FD);
     posix_spawn_file_actions_adddup2(&fa, child_shm, WORKER_SHM_FD);
+    if (child_img >= 0)
+        posix_spawn_file_actions_adddup2(&fa, child_img, CF_IMAGE_FD);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawnattr_init(&at);
     sigset_t none;
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
-    char *argv[] = {p->exe, NULL};
+    /* Its own process group: a time limit or cf_kill_task kills what its
+     * task started too (kill_group). */
+    posix_spawnattr_setpgroup(&at, 0);
+    posix_spawnattr_setflags(&at,
+                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
     pid_t pid;
-    int e = posix_spawn(&pid, p->exe, &fa, &at, argv, env);
+    int e = posix_spawn(&pid, cmd.file, &fa, &at, cmd.argv, env);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
+    if (child_img >= 0 && child_img != cmd.fd)
+        close(child_img);
     if (child != sv[1])
         close(child);
     if (child_shm != mfd)
         close(child_shm);
     if (e != 0) {
+        snprintf(err, errlen, "cannot start %s: %s", cmd.file, strerror(e));
         rc = e == ENOMEM || e == EAGAIN ? CF_ENOMEM : CF_EBROKEN;
         goto out;
     }
@@ -1025,6 +1045,14 @@ static uint64_t task_deadline(pworker *w)
 
 /* Forwards cancel requests of the running task: the cooperative flag
  * through the shared page, a kill by SIGKILL. */
+/* Sends sig to worker w and to its process group: the processes its tasks
+ * started (popen, fork) go with it, unless they left the group. */
+static void kill_group(pworker *w, int sig)
+{
+    kill(-w->pid, sig);
+    kill(w->pid, sig); /* should it have left its group */
+}
+
 static void apply_cancel(pworker *w)
 {
     if (w->state == W_DEAD)
@@ -1036,20 +1064,40 @@ static void apply_cancel(pworker *w)
     if ((st & FS_KILL_REQ) && !w->killed_task && !w->timed_out) {
         w->killed_task = true;
         w->kill_seq = ps->seq + 1;
-        kill(w->pid, SIGKILL);
+        kill_group(w, SIGKILL);
     } else if (st & FS_CANCEL_REQ) {
         atomic_store_explicit(&w->shm->cancel_id, ps->first_id + ps->done + 1,
                               memory_order_relaxed);
     }
 }
 
-static void describe_death(char *buf, size_t len, int status)
+/* How worker w died, from its wait status if we could reap it (reaped),
+ * else from what it or we know: the fatal signal its handler noted in the
+ * shared page, or the signal we sent.  Where nothing tells, says so:
+ * never "status 0".  Updates *status to match what is reported. */
+static void describe_death(char *buf, size_t len, const pworker *w, bool reaped,
+                           int *status)
 {
-    if (WIFSIGNALED(status))
-        snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
+    if (!reaped) {
+        int sig = w->shm ? atomic_load(&w->shm->fatal_signal) : 0;
+        if (sig == 0 && (w->timed_out || w->killed_task))
+            sig = SIGKILL;
+        if (sig == 0)
+            sig = w->kill_signal;
+        if (sig == 0) {
+            *status = 0;
+            snprintf(buf, len,
+                     "ended, and its exit status is unavailable (SIGCHLD is "
+                     "ignored, or another waitpid() reaped it)");
+            return;
+        }
+        *status = sig; /* a wait status that says "killed by sig" */
+    }
+    if (WIFSIGNALED(*status))
+        snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(*status),
+                 strsignal(WTERMSIG(*status)));
     else
-        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(*status));
 }
 
 /* Fails what is left of a chunk with status and completes it. */
@@ -1098,10 +1146,15 @@ static void settle_running(process_pool *p, pslot *ps, bool crashed, int status,
         *rd = &r->next;
         return;
     }
-    if (ps->queued != 0)
-        cf__trace_task(&p->base, pid, f->fn, ps->queued, ps->last, cf__now_ns(),
-                       CF_ECRASHED);
     int code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+    if (ps->queued != 0) /* its slice on the timeline, with its outcome */
+        cf__trace_task_code(&p->base, pid, f->fn, ps->queued, ps->last,
+                            cf__now_ns(),
+                            timed_out     ? CF_ETIMEDOUT
+                            : killed_task ? CF_ECANCELLED
+                            : killsig     ? CF_EBROKEN
+                                          : CF_ECRASHED,
+                            code);
     if (rs != NULL) { /* a chunk: the item alone fails, the rest runs on */
         if (killsig != 0) {
             chunk_fail_rest(p, f, rs, CF_EBROKEN,
@@ -1177,10 +1230,13 @@ static void handle_death(process_pool *p, pworker *w)
     if (w->fd >= 0)
         read_worker(p, w); /* results it sent before dying still count */
     int status = 0;
+    bool reaped = false;
     if (w->pid > 0) {
         kill(w->pid, SIGKILL); /* no-op if it already exited */
-        while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+        pid_t r;
+        while ((r = waitpid(w->pid, &status, 0)) < 0 && errno == EINTR)
             ;
+        reaped = r == w->pid; /* not when SIGCHLD is ignored, or reaped */
     }
     /* Its memory is final now: a last look. */
     if (w->shm != NULL && w->state != W_STARTING)
@@ -1191,9 +1247,10 @@ static void handle_death(process_pool *p, pworker *w)
     if (w->pidfd >= 0)
         close(w->pidfd);
     w->pidfd = -1;
-    char how[128];
-    describe_death(how, sizeof how, status);
+    char how[160];
+    describe_death(how, sizeof how, w, reaped, &status);
     bool died_starting = w->state == W_STARTING;
+    uint32_t phase = w->shm ? atomic_load(&w->shm->phase) : CF_PHASE_EXEC;
     pid_t pid = w->pid;
     uint64_t rid = w->shm ? atomic_load(&w->shm->running_id) : 0;
 
@@ -1327,9 +1384,16 @@ static void handle_death(process_pool *p, pworker *w)
         p->start_failures = 0;
     else if (killsig == 0 && ++p->start_failures >= 3 && !p->broken) {
         p->broken = true;
-        if (asprintf(&p->broken_msg,
-                     "worker %d %s while starting (in the initializer?)",
-                     (int)pid, how) < 0)
+        /* Where it was, from the phase it noted: not a guess. */
+        const char *where =
+            phase == CF_PHASE_INIT && p->has_init
+                ? "while running the initializer"
+            : phase == CF_PHASE_EXEC
+                ? "before it could start as a worker (the program, started "
+                  "again, never reached cfutures' worker code)"
+                : "while starting";
+        if (asprintf(&p->broken_msg, "worker %d %s %s", (int)pid, how, where) <
+            0)
             p->broken_msg = NULL;
     }
     pthread_mutex_unlock(&p->lock);
@@ -1483,7 +1547,7 @@ static void sleep_and_serve(process_pool *p, uint64_t wake_at, uint64_t seen)
             pslot *ps = running_slot(w);
             w->timed_out = true;
             w->kill_seq = ps->seq + 1;
-            kill(w->pid, SIGKILL);
+            kill_group(w, SIGKILL);
         }
     }
     pthread_mutex_lock(&p->lock);
@@ -1505,7 +1569,7 @@ static void *manager_main(void *arg)
             for (int i = 0; i < p->nslots; i++)
                 if (p->w[i]->state != W_DEAD) {
                     p->w[i]->kill_signal = sig;
-                    kill(p->w[i]->pid, sig);
+                    kill_group(p->w[i], sig);
                 }
         }
         if (p->cancel_check) {
@@ -1605,7 +1669,8 @@ static void *manager_main(void *arg)
         if (waiting > (size_t)idle && !p->broken && p->nworkers < max) {
             pworker *w = free_slot(p);
             pthread_mutex_unlock(&p->lock);
-            int rc = w ? spawn_worker(p, w) : CF_ENOMEM;
+            char why[300] = "out of memory";
+            int rc = w ? spawn_worker(p, w, why, sizeof why) : CF_ENOMEM;
             pthread_mutex_lock(&p->lock);
             if (rc == CF_OK) {
                 p->nworkers++;
@@ -1615,8 +1680,8 @@ static void *manager_main(void *arg)
                 worker_reset(w);
             if (p->nworkers == 0) { /* no worker at all: the pool is broken */
                 p->broken = true;
-                if (asprintf(&p->broken_msg, "cannot start a worker: %s",
-                             strerror(errno)) < 0)
+                if (asprintf(&p->broken_msg, "cannot start a worker: %s", why) <
+                    0)
                     p->broken_msg = NULL;
                 continue;
             }
@@ -1882,15 +1947,6 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
     }
     p->max_tasks_per_child = opts->max_tasks_per_child;
     p->max_retries = opts->max_retries;
-    /* The program's path, read once (under valgrind, /proc/self/exe is
-     * valgrind itself, while readlink answers the program).  If the file
-     * was deleted or replaced since, /proc/self/exe still is this very
-     * program. */
-    ssize_t len = readlink("/proc/self/exe", p->exe, sizeof p->exe - 1);
-    if (len <= 0 || len >= (ssize_t)sizeof p->exe - 1 ||
-        access(p->exe, X_OK) != 0)
-        len = snprintf(p->exe, sizeof p->exe, "/proc/self/exe");
-    p->exe[len] = '\0';
     cf__executor_init(&p->base, &process_pool_vtable, n);
     /* Adaptive: submitters and the manager hold it briefly, so a contended
      * acquisition mostly gets it while spinning, without a futex sleep. */

@@ -63,6 +63,15 @@ typedef struct cf_ring_slot {
     uint64_t len;           /* its length */
 } cf_ring_slot;
 
+/* How far a worker got in starting (cf_shm.phase), so that a worker that
+ * dies early is diagnosed, not guessed at. */
+enum cf_worker_phase {
+    CF_PHASE_EXEC = 0,    /* the program started; the library not yet */
+    CF_PHASE_MAPPED = 1,  /* the worker code runs, shared memory mapped */
+    CF_PHASE_INIT = 2,    /* running the pool's initializer */
+    CF_PHASE_SERVING = 3, /* said HELLO: serving tasks */
+};
+
 /* Result records: u32 type | u32 body length | body, padded to 8 bytes. */
 enum cf_rec_type {
     CF_REC_RESULT = 1, /* body: one RESULT item (cf__wire_read_result) */
@@ -80,6 +89,8 @@ typedef struct cf_shm {
     _Atomic uint64_t claim_ns; /* when it claimed its current slot */
     _Atomic uint32_t worker_sleeping; /* asleep on task_futex */
     _Atomic uint32_t space_waiting;   /* asleep on space_futex */
+    _Atomic uint32_t phase;           /* enum cf_worker_phase: how far it got */
+    _Atomic int32_t fatal_signal;     /* the signal that is killing it, or 0 */
     /* Written by the parent. */
     alignas(64) _Atomic uint64_t cancel_id; /* id + 1 of the item to stop */
     _Atomic uint64_t task_head;             /* slots published */

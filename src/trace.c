@@ -23,6 +23,7 @@ typedef struct event {
     long tid; /* worker: thread index, or worker process pid */
     uint64_t queued, start, end; /* ns, CLOCK_MONOTONIC */
     int status;
+    int code; /* < 0: killed by signal -code; > 0: exit code or error code */
 } event;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -33,6 +34,13 @@ static uint64_t epoch; /* ns at start: timestamps are relative to it */
 
 void cf__trace_task(const cf_executor *ex, long tid, cf_task_fn fn,
                     uint64_t queued, uint64_t start, uint64_t end, int status)
+{
+    cf__trace_task_code(ex, tid, fn, queued, start, end, status, 0);
+}
+
+void cf__trace_task_code(const cf_executor *ex, long tid, cf_task_fn fn,
+                         uint64_t queued, uint64_t start, uint64_t end,
+                         int status, int code)
 {
     pthread_mutex_lock(&lock);
     if (atomic_load(&cf__trace_on)) {
@@ -48,7 +56,7 @@ void cf__trace_task(const cf_executor *ex, long tid, cf_task_fn fn,
         }
         events[nevents++] =
             (event){fn,    ex->id, ex->vt->kind, tid, queued ? queued : start,
-                    start, end,    status};
+                    start, end,    status,       code};
     }
     pthread_mutex_unlock(&lock);
 }
@@ -127,13 +135,19 @@ static int write_file(void)
         fprintf(out,
                 ",\"cat\":\"task\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
                 "\"pid\":%d,\"tid\":%ld,\"args\":{\"queued_us\":%.3f,"
-                "\"wait_us\":%.3f,\"status\":\"%s\"}}",
+                "\"wait_us\":%.3f,\"status\":\"%s\"",
                 us(e->start),
                 e->end > e->start ? (double)(e->end - e->start) / 1e3 : 0.0,
                 e->ex_id, e->tid, us(e->queued),
                 e->start > e->queued ? (double)(e->start - e->queued) / 1e3
                                      : 0.0,
                 cf_err_name(e->status));
+        if (e->code < 0)
+            fprintf(out, ",\"signal\":%d,\"signal_name\":\"%s\"", -e->code,
+                    sigabbrev_np(-e->code) ? sigabbrev_np(-e->code) : "?");
+        else if (e->code > 0)
+            fprintf(out, ",\"code\":%d", e->code);
+        fprintf(out, "}}");
     }
     fprintf(out, "\n]}\n");
     return fclose(out) == 0 ? CF_OK : CF_EINVAL;

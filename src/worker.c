@@ -23,6 +23,7 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
@@ -471,6 +472,34 @@ static void close_other_fds(int a, int b)
     close_between(b + 1, INT_MAX);
 }
 
+/* A fatal signal in a task: note it in the shared page, then die of it.
+ * The parent reads the signal from there even when it cannot read the
+ * exit status (SIGCHLD ignored, or another thread's waitpid(-1) reaped
+ * the worker first). */
+static void on_fatal_signal(int sig)
+{
+    if (shm != NULL)
+        atomic_store_explicit(&shm->fatal_signal, sig, memory_order_relaxed);
+    /* SA_RESETHAND restored the default action; a fault re-executes the
+     * faulting instruction and dies of it, raise() covers the rest. */
+    raise(sig);
+}
+
+static void catch_fatal_signals(void)
+{
+    /* An alternate stack, so that a task's stack overflow is noted too. */
+    static char altstack[1 << 16];
+    stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
+    sigaltstack(&ss, NULL);
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE,  SIGILL, SIGABRT,
+                               SIGTRAP, SIGSYS, SIGXCPU, SIGXFSZ};
+    struct sigaction sa = {.sa_handler = on_fatal_signal,
+                           .sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK};
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaction(sigs[i], &sa, NULL);
+}
+
 static void worker_main(int fd)
 {
     wfd = fd;
@@ -492,6 +521,11 @@ static void worker_main(int fd)
     if (p == MAP_FAILED)
         die("cannot map the memory shared with the parent");
     shm = p;
+    atomic_store(&shm->phase, CF_PHASE_MAPPED);
+    /* The socket stays ours: a task's fork()/popen() children do not get
+     * it (and cannot keep the parent from seeing this worker's death). */
+    fcntl(wfd, F_SETFD, FD_CLOEXEC);
+    catch_fatal_signals();
 
     pthread_t t;
     if (pthread_create(&t, NULL, watch_parent, NULL) != 0)
@@ -506,8 +540,10 @@ static void worker_main(int fd)
     if (h.type != CF_FRAME_INIT)
         die("the first frame is not INIT");
     cf_wbuf out = {0};
+    atomic_store(&shm->phase, CF_PHASE_INIT);
     run_init(&out, body, (size_t)h.body_len);
     free(body);
+    atomic_store(&shm->phase, CF_PHASE_SERVING);
     write_full(out.p, out.len);
     cf__wbuf_free(&out);
     serve_slots();
