@@ -97,6 +97,13 @@ CF_API const char *cf_err_name(int status);
  * (NULL) instead of a status.  Thread-local; not reset by successful calls.
  */
 CF_API int cf_last_error(void);
+/**
+ * Why the last failed call on this thread that returned NULL failed: a
+ * message when the library knows more than the code says (for example, an
+ * executor inherited through fork()), else cf_strerror(cf_last_error()).
+ * Never NULL; static storage.  Thread-local.
+ */
+CF_API const char *cf_last_error_message(void);
 
 /* ------------------------------------------------------------------------ */
 /* Timeouts                                                                  */
@@ -402,7 +409,8 @@ typedef struct cf_task_opts {
  * executor copies len bytes of arg (unless CF_BORROW_ARG); arg may be NULL
  * when len is 0.  The caller owns one reference to the returned future.
  * Returns NULL on failure, with cf_last_error(): CF_ESHUTDOWN after
- * shutdown, CF_EBROKEN if the pool is broken, CF_EFULL (see
+ * shutdown, CF_EBROKEN if the pool is broken or was inherited through
+ * fork() (cf_last_error_message() says which), CF_EFULL (see
  * cf_thread_pool_opts), CF_EINVAL (NULL ex or fn), CF_ENOMEM.
  * May block only when the queue is bounded and full.
  */
@@ -437,7 +445,10 @@ CF_API int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
  * runs, so no future is left pending.  Blocks until the workers have
  * exited, except after cf_shutdown(ex, false, ...): then it returns at
  * once, the workers finish the queued work, and the last of them reclaims
- * the executor's memory.  NULL is ignored.
+ * the executor's memory.  NULL is ignored.  In a child of fork(), an
+ * executor inherited from the parent is left alone: free returns at once,
+ * and cf_submit / cf_shutdown on it fail with CF_EBROKEN (the guide's
+ * "fork()" section).
  *
  * What outlives the executor: its futures (readable, waitable, releasable
  * on any thread); a cf_map over it (cf_map_next goes on with the items

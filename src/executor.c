@@ -27,10 +27,43 @@ int cf__cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* ------------------------------------------------------------------------ */
+/* fork()                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* A child of fork() gets a copy of every executor but none of its threads
+ * (nor, for a process pool, its workers, which are its parent's children),
+ * and locks that other threads held at the fork stay held.  So an executor
+ * remembers the process's fork generation, bumped in every child; one
+ * from an older generation fails fast instead of hanging. */
+static _Atomic unsigned fork_gen;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static const char inherited_msg[] =
+    "this executor was inherited through fork(): its workers are in the "
+    "parent process; create a new executor in the child";
+
+static void after_fork_in_child(void)
+{
+    atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+}
+
+static void watch_forks(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+
+bool cf__inherited(const cf_executor *ex)
+{
+    return ex->fork_gen !=
+           atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
+
 void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
                        int max_workers)
 {
     static _Atomic int next_id = 1;
+    pthread_once(&fork_once, watch_forks);
+    ex->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     ex->vt = vt;
     ex->max_workers = max_workers;
     ex->id = atomic_fetch_add(&next_id, 1);
@@ -164,6 +197,8 @@ int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
     if (!(limit >= 0) || limit > 1e9 || opts->retries < 0 ||
         opts->retries > 255)
         return CF_EINVAL;
+    if (cf__inherited(ex))
+        return CF_EBROKEN;
     if (atomic_load_explicit(&ex->shut_down, memory_order_acquire))
         return CF_ESHUTDOWN;
     f->fn = fn;
@@ -195,7 +230,9 @@ cf_future *cf__submit(cf_executor *ex, cf_task_fn fn, const void *arg,
     int rc = cf__submit_into(ex, f, fn, arg, len, opts, chunk);
     if (rc != CF_OK) {
         cf_future_release(f);
-        return cf__fail_null(rc);
+        return rc == CF_EBROKEN && cf__inherited(ex)
+                   ? cf__fail_null_msg(rc, inherited_msg)
+                   : cf__fail_null(rc);
     }
     return f;
 }
@@ -249,6 +286,8 @@ int cf_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     if (ex == NULL)
         return CF_EINVAL;
+    if (cf__inherited(ex))
+        return CF_EBROKEN; /* nothing of it runs here */
     atomic_store_explicit(&ex->shut_down, true, memory_order_release);
     ex->vt->shutdown(ex, cancel_futures);
     if (!wait) {
@@ -264,6 +303,8 @@ int cf_shutdown_within(cf_executor *ex, double timeout)
     cf_deadline d;
     if (ex == NULL || cf__deadline(timeout, &d) != CF_OK)
         return CF_EINVAL;
+    if (cf__inherited(ex))
+        return CF_EBROKEN;
     atomic_store_explicit(&ex->shut_down, true, memory_order_release);
     ex->vt->shutdown(ex, false);
     if (ex->vt->wait(ex, &d) == CF_OK)
@@ -288,6 +329,8 @@ static int signal_workers(cf_executor *ex, int sig)
         return CF_EINVAL;
     if (ex->vt->signal_workers == NULL)
         return CF_EINVAL; /* threads cannot be killed */
+    if (cf__inherited(ex))
+        return CF_EBROKEN; /* its workers are the parent's children */
     atomic_store_explicit(&ex->shut_down, true, memory_order_release);
     ex->vt->shutdown(ex, true);
     return ex->vt->signal_workers(ex, sig);
@@ -306,6 +349,11 @@ int cf_kill_workers(cf_executor *ex)
 void cf_executor_free(cf_executor *ex)
 {
     if (ex == NULL)
+        return;
+    /* In a forked child: no thread to join, locks perhaps held by threads
+     * that are not here.  The copy is left as it is (exit or exec returns
+     * the memory). */
+    if (cf__inherited(ex))
         return;
     /* After shutdown(wait=false) the workers finish on their own and the
      * memory goes with the last of them (or the last map / continuation

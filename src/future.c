@@ -146,10 +146,55 @@ cf_future *cf_future_new(void)
     return f ? f : cf__fail_null(CF_ENOMEM);
 }
 
+#ifdef CF_DEBUG
+/* A debug build (-DCF_DEBUG=ON) catches a future released once too often:
+ * a freed future is poisoned and kept aside for a while (the last
+ * QUARANTINE of them) before its memory is reused, so that a release or
+ * retain of it aborts with a message instead of corrupting another
+ * future. */
+#define POISON 0xdeadf00du
+#define QUARANTINE 4096
+static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
+static cf_future *quarantine[QUARANTINE];
+static size_t quarantine_next;
+
+static _Noreturn void misuse(const char *what, const cf_future *f)
+{
+    fprintf(stderr,
+            "cfutures: %s(%p): the future was already released "
+            "(released more than once?)\n",
+            what, (const void *)f);
+    abort();
+}
+
+static void check_live(const char *what, cf_future *f, uint32_t refs)
+{
+    if (refs == 0 || refs == POISON)
+        misuse(what, f);
+}
+
+static void free_future(cf_future *f)
+{
+    atomic_store_explicit(&f->refs, POISON, memory_order_relaxed);
+    pthread_mutex_lock(&quarantine_lock);
+    cf_future *old = quarantine[quarantine_next];
+    quarantine[quarantine_next] = f;
+    quarantine_next = (quarantine_next + 1) % QUARANTINE;
+    pthread_mutex_unlock(&quarantine_lock);
+    free(old);
+}
+#else
+#define check_live(what, f, refs) ((void)(refs))
+#define free_future free
+#endif
+
 cf_future *cf_future_retain(cf_future *f)
 {
-    if (f != NULL)
-        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    if (f != NULL) {
+        uint32_t r = atomic_fetch_add_explicit(&f->refs, 1,
+                                               memory_order_relaxed);
+        check_live("cf_future_retain", f, r);
+    }
     return f;
 }
 
@@ -159,7 +204,9 @@ void cf_future_release(cf_future *f)
         return;
     /* acq_rel rather than release + fence: the same code on x86, and
      * ThreadSanitizer understands it. */
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    uint32_t r = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
+    check_live("cf_future_release", f, r);
+    if (r != 1)
         return;
     uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
     if ((s & FS_STATE) == CF_FINISHED && f->out.status != CF_OK) {
@@ -191,7 +238,7 @@ void cf_future_release(cf_future *f)
     if (f->arg_flags & CF_ARG_OWNED)
         free((void *)f->arg.ptr);
     cf__outcome_clear(&f->out);
-    free(f);
+    free_future(f);
 }
 
 int cf__future_set_arg(cf_future *f, const void *arg, size_t len, bool borrow)

@@ -38,10 +38,10 @@ static struct {
     int fd;    /* the running image (the program), or -1 */
     dev_t dev; /* ... and its identity */
     ino_t ino;
-    char path[PATH_MAX];   /* where it was started from */
-    char loader[PATH_MAX]; /* the loader it was started through, or "" */
-    char fdpath[32];       /* "/proc/self/fd/5" */
-    char err[160];         /* why it cannot be started, if fd < 0 */
+    char path[PATH_MAX];      /* where it was started from */
+    char loader[PATH_MAX];    /* the loader it was started through, or "" */
+    char fdpath[32];          /* "/proc/self/fd/5" */
+    char err[PATH_MAX + 256]; /* why it cannot be started, if fd < 0 */
 } img = {.fd = -1};
 
 static pthread_once_t img_once = PTHREAD_ONCE_INIT;

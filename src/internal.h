@@ -38,6 +38,8 @@ static inline void cf__cpu_relax(void)
 
 /** Records status as this thread's cf_last_error() and returns NULL. */
 CF_HIDDEN void *cf__fail_null(int status);
+/** The same, with a message (static storage) for cf_last_error_message. */
+CF_HIDDEN void *cf__fail_null_msg(int status, const char *msg);
 
 /* ------------------------------------------------------------------------ */
 /* time.c: deadlines on CLOCK_MONOTONIC                                      */
@@ -339,6 +341,7 @@ struct cf_executor {
     _Atomic bool no_wait;
     int max_workers;
     int id;                  /* 1, 2, ... in creation order (traces) */
+    unsigned fork_gen;       /* the process's fork generation at creation */
     _Atomic bool shut_down;  /* set by cf_shutdown before the vtable call */
     _Atomic(cf_hook *) hook; /* NULL: the process-wide default hook */
     struct {                 /* cf_executor_stats; relaxed atomics */
@@ -346,6 +349,10 @@ struct cf_executor {
         _Atomic uint64_t busy_ns;
     } stats;
 };
+
+/** True in a process forked from the one that created ex: its threads and
+ *  workers are not there, and its locks may have been copied held. */
+CF_HIDDEN bool cf__inherited(const cf_executor *ex);
 
 /** Statistics: a task started running / ended with `status`. */
 CF_HIDDEN void cf__stats_started(cf_executor *ex);

@@ -5,6 +5,7 @@
 #include "internal.h"
 
 static _Thread_local int last_error;
+static _Thread_local const char *last_msg; /* static storage, or NULL */
 
 const char *cf_version(void)
 {
@@ -40,8 +41,21 @@ int cf_last_error(void)
     return last_error;
 }
 
+const char *cf_last_error_message(void)
+{
+    return last_msg != NULL ? last_msg : cf_strerror(last_error);
+}
+
 void *cf__fail_null(int status)
 {
     last_error = status;
+    last_msg = NULL;
+    return NULL;
+}
+
+void *cf__fail_null_msg(int status, const char *msg)
+{
+    last_error = status;
+    last_msg = msg;
     return NULL;
 }

@@ -7,6 +7,8 @@
  */
 #include "test.h"
 
+#include <signal.h>
+
 #include <math.h>
 
 static void ok_task(cf_call *c)
@@ -274,6 +276,46 @@ static void test_huge_counts(void)
     cf_future_release(f);
 }
 
+/* A future released twice: undefined behaviour, caught in a CF_DEBUG
+ * build, which aborts with a message (the TSan build of make check is one). */
+#include <sys/wait.h>
+
+static void test_double_release_caught_in_debug_build(void)
+{
+#ifndef CF_DEBUG
+    printf("# skipped: the library is not built with -DCF_DEBUG=ON\n");
+#else
+    int pipefd[2];
+    ASSERT_EQ(pipe(pipefd), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        dup2(pipefd[1], 2);
+        cf_future *f = cf_future_new();
+        cf_future_release(f);
+        cf_future_release(f); /* aborts */
+        _exit(0);
+    }
+    close(pipefd[1]);
+    char buf[512] = {0};
+    size_t n = 0;
+    for (ssize_t r; n < sizeof buf - 1 &&
+                    (r = read(pipefd[0], buf + n, sizeof buf - 1 - n)) > 0;)
+        n += (size_t)r;
+    close(pipefd[0]);
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT(WIFSIGNALED(st));
+    ASSERT_EQ(WTERMSIG(st), SIGABRT);
+    if (strstr(buf, "released more than once") == NULL)
+        fprintf(stderr, "child said: %s\n", buf);
+    ASSERT(strstr(buf, "cf_future_release") != NULL);
+    ASSERT(strstr(buf, "released more than once") != NULL);
+#endif
+}
+
 TEST_MAIN(T(test_null_handles), T(test_bad_timeouts),
           T(test_time_limit_forever), T(test_invalid_values),
-          T(test_shutdown_twice), T(test_callback_reentry), T(test_huge_counts))
+          T(test_shutdown_twice), T(test_callback_reentry), T(test_huge_counts),
+          T(test_double_release_caught_in_debug_build))
