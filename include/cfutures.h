@@ -498,6 +498,9 @@ typedef struct cf_stats {
     uint64_t crashed;    /**< their worker process died (CF_ECRASHED) */
     uint64_t cancelled;  /**< cancelled before they ran */
     double busy_seconds; /**< total time workers spent with work to do */
+    uint64_t workers;    /**< workers (threads or processes) alive now */
+    uint64_t worker_starts; /**< workers started so far, restarts included */
+    uint64_t idle_exits;    /**< workers that exited after idle_timeout */
 } cf_stats;
 
 /** A snapshot of the executor's counters.  CF_OK or CF_EINVAL.  Lock-free. */
@@ -566,6 +569,12 @@ typedef struct cf_process_pool_opts {
     /** Default for cf_task_opts.retries: re-run a task whose worker
      *  crashed up to this many times, each on a fresh worker. */
     int max_retries;
+    /** Seconds a worker may sit idle (nothing queued for it) before it
+     *  exits, its process and descriptors going back to the system;
+     *  workers start again on demand.  0 (or CF_FOREVER) = keep them, as
+     *  Python does.  For servers with bursty load (the guide's "Elastic
+     *  pools"). */
+    double idle_timeout;
 } cf_process_pool_opts;
 
 /**

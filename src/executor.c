@@ -122,6 +122,9 @@ int cf_executor_stats(const cf_executor *ex, cf_stats *out)
     out->running = started - ok - failed - crashed;
     out->queued = submitted - started - cancelled;
     out->busy_seconds = (double)LOAD(busy_ns) / 1e9;
+    out->workers = LOAD(workers);
+    out->worker_starts = LOAD(worker_starts);
+    out->idle_exits = LOAD(idle_exits);
 #undef LOAD
     return CF_OK;
 }

@@ -347,6 +347,7 @@ struct cf_executor {
     struct {                 /* cf_executor_stats; relaxed atomics */
         _Atomic uint64_t submitted, started, ok, failed, crashed, cancelled;
         _Atomic uint64_t busy_ns;
+        _Atomic uint64_t workers, worker_starts, idle_exits;
     } stats;
 };
 

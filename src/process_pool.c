@@ -111,6 +111,8 @@ struct pworker {
     uint64_t next_id;      /* id of the next item given */
     uint64_t tasks;        /* tasks given (max_tasks_per_child) */
     uint64_t busy_since;   /* ns; 0 while idle */
+    uint64_t idle_since;   /* ns; 0 while it has work (idle_timeout) */
+    bool idle_exit;        /* retired for idling */
     uint64_t rel_seen;     /* last value of shm->released read */
     uint64_t kill_seq;     /* seq + 1 of the slot it was killed for */
     bool timed_out;        /* killed because a task ran too long */
@@ -157,6 +159,7 @@ typedef struct process_pool {
     void *initarg;
     size_t initarg_len;
     int max_tasks_per_child;
+    uint64_t idle_ns; /* idle_timeout; 0 = forever */
     int max_retries;
     cf_fncache fncache;
     cf_wbuf fnenc;      /* the encoded reference of fncache.fn */
@@ -1250,6 +1253,7 @@ static void handle_death(process_pool *p, pworker *w)
     char how[160];
     describe_death(how, sizeof how, w, reaped, &status);
     bool died_starting = w->state == W_STARTING;
+    bool idle_exit = w->idle_exit;
     uint32_t phase = w->shm ? atomic_load(&w->shm->phase) : CF_PHASE_EXEC;
     pid_t pid = w->pid;
     uint64_t rid = w->shm ? atomic_load(&w->shm->running_id) : 0;
@@ -1398,6 +1402,10 @@ static void handle_death(process_pool *p, pworker *w)
     }
     pthread_mutex_unlock(&p->lock);
     p->nworkers--;
+    atomic_fetch_sub_explicit(&p->base.stats.workers, 1, memory_order_relaxed);
+    if (idle_exit)
+        atomic_fetch_add_explicit(&p->base.stats.idle_exits, 1,
+                                  memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1674,6 +1682,10 @@ static void *manager_main(void *arg)
             pthread_mutex_lock(&p->lock);
             if (rc == CF_OK) {
                 p->nworkers++;
+                atomic_fetch_add_explicit(&p->base.stats.workers, 1,
+                                          memory_order_relaxed);
+                atomic_fetch_add_explicit(&p->base.stats.worker_starts, 1,
+                                          memory_order_relaxed);
                 continue;
             }
             if (w != NULL)
@@ -1686,13 +1698,32 @@ static void *manager_main(void *arg)
                 continue;
             }
         }
-        /* Retire workers that reached max_tasks_per_child. */
+        /* Retire workers that reached max_tasks_per_child, or idled for
+         * idle_timeout while nothing waited (they start again on demand;
+         * a submit that races the exit finds the worker retiring, so it
+         * gets none of its tasks, and waits for a new one). */
+        uint64_t now = p->idle_ns ? cf__now_ns() : 0;
+        bool none_waits = p->q.head == NULL && p->redo == NULL;
         for (int i = 0; i < p->nslots; i++) {
             pworker *w = p->w[i];
-            if (w->state == W_READY && p->max_tasks_per_child > 0 &&
-                w->tasks >= (uint64_t)p->max_tasks_per_child) {
+            bool idle_out = false;
+            if (p->idle_ns && w->state == W_READY && outstanding(w) == 0 &&
+                none_waits) {
+                if (w->idle_since == 0)
+                    w->idle_since = now;
+                idle_out = now - w->idle_since >= p->idle_ns;
+                if (!idle_out &&
+                    (wake_at == 0 || w->idle_since + p->idle_ns < wake_at))
+                    wake_at = w->idle_since + p->idle_ns;
+            } else {
+                w->idle_since = 0;
+            }
+            if (w->state == W_READY &&
+                (idle_out || (p->max_tasks_per_child > 0 &&
+                              w->tasks >= (uint64_t)p->max_tasks_per_child))) {
                 w->state = W_RETIRING;
                 w->stopping = true;
+                w->idle_exit = idle_out;
                 cf__ring_tx_stop(&w->tx); /* it exits once its slots are done */
             }
         }
@@ -1724,7 +1755,7 @@ static void *manager_main(void *arg)
                 seen_pokes = pk;
                 progress = true;
             }
-            uint64_t now = cf__now_ns();
+            now = cf__now_ns();
             if (progress) {
                 spin_from = now;
                 break;
@@ -1913,7 +1944,8 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
     if (opts->max_workers < 0 ||
         opts->max_workers > CF_PROCESS_POOL_MAX_WORKERS ||
         opts->max_tasks_per_child < 0 || opts->max_retries < 0 ||
-        opts->max_retries > 255 ||
+        opts->max_retries > 255 || !(opts->idle_timeout >= 0) ||
+        (opts->idle_timeout > 1e9 && opts->idle_timeout != CF_FOREVER) ||
         (opts->initarg == NULL && opts->initarg_len > 0))
         return cf__fail_null(CF_EINVAL);
     int n = opts->max_workers ? opts->max_workers : cf__cpu_count();
@@ -1945,7 +1977,15 @@ cf_executor *cf_process_pool(const cf_process_pool_opts *opts)
         }
         p->has_init = true;
     }
+    /* Hold the program's image from now on (image.c); a failure is
+     * reported when a worker cannot start. */
+    cf_image_cmd img;
+    char img_err[64];
+    (void)cf__image_cmd(&img, img_err, sizeof img_err);
     p->max_tasks_per_child = opts->max_tasks_per_child;
+    p->idle_ns = opts->idle_timeout == CF_FOREVER
+                     ? 0
+                     : (uint64_t)(opts->idle_timeout * 1e9);
     p->max_retries = opts->max_retries;
     cf__executor_init(&p->base, &process_pool_vtable, n);
     /* Adaptive: submitters and the manager hold it briefly, so a contended
