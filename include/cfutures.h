@@ -402,7 +402,19 @@ typedef struct cf_task_opts {
     int retries;       /**< process pool: re-run a task whose worker crashed
                           up to this many times on fresh workers; 0 means
                           the pool's max_retries (0 by default) */
+    int priority;      /**< higher starts first; equal priorities keep
+                          submission order.  A waiting task gains one
+                          level per CF_PRIORITY_AGING seconds, so a task
+                          is never passed by one submitted more than
+                          (difference of priorities) x CF_PRIORITY_AGING
+                          seconds after it.  Running tasks are not
+                          pre-empted.  Process pool and the MPI pool's
+                          queue; the thread pool ignores it for now (the
+                          guide's "Priorities"). */
 } cf_task_opts;
+
+/** Seconds of waiting worth one priority level (cf_task_opts.priority). */
+#define CF_PRIORITY_AGING 1.0
 
 /**
  * Schedules fn(arg) and returns its future (Executor.submit).  The

@@ -209,6 +209,8 @@ int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
     f->retries = (uint8_t)opts->retries;
     f->time_limit = (float)limit;
     f->chunk = (uint16_t)(chunk > 65535 ? 65535 : chunk);
+    if (opts->priority != 0)
+        *cf__queued_priority(f) = opts->priority;
     if (cf__future_set_arg(f, arg, len, opts->flags & CF_BORROW_ARG) != CF_OK)
         return CF_ENOMEM;
     if (cf__tracing())

@@ -794,11 +794,7 @@ static int dispatch(process_pool *p, pworker *w, int room)
         } else {
             f = p->q.head;
             if (cancelled(f)) { /* dropped here, counted as cancelled */
-                p->q.head = f->next;
-                if (p->q.head == NULL)
-                    p->q.tail = NULL;
-                p->q.n--;
-                f->next = NULL;
+                cf__fq_pop(&p->q);
                 atomic_fetch_add_explicit(&p->base.stats.cancelled,
                                           cf__task_count(f),
                                           memory_order_relaxed);
@@ -827,11 +823,7 @@ static int dispatch(process_pool *p, pworker *w, int room)
             p->redo = r->next;
             free(r);
         } else {
-            p->q.head = f->next;
-            if (p->q.head == NULL)
-                p->q.tail = NULL;
-            p->q.n--;
-            f->next = NULL;
+            cf__fq_pop(&p->q);
         }
         if (erc != CF_OK) {
             fail_unsendable(p, f, rs, erc,
@@ -957,6 +949,28 @@ static bool has_queued(pworker *w)
 }
 
 static int take_back(process_pool *p, pworker *w, int max);
+
+/* Priorities: a task handed to a worker ahead of time, which a queued
+ * task should now precede, is taken back (it is only queued there), so
+ * that the next task a worker starts is always the first by priority. */
+static void take_back_for_priority(process_pool *p)
+{
+    if (!p->q.by_priority || p->q.head == NULL)
+        return;
+    for (int i = 0; i < p->nslots; i++) {
+        pworker *w = p->w[i];
+        if (w->state == W_DEAD)
+            continue;
+        for (uint64_t s = w->claimed_seen; s < w->tx.head; s++) {
+            pslot *ps = slot_of(w, s);
+            if (ps->st == PS_QUEUED && ps->fresh && ps->f != NULL &&
+                cf__fq_head_before(&p->q, ps->f)) {
+                take_back(p, w, INT_MAX);
+                break;
+            }
+        }
+    }
+}
 
 /* The worker, other than idle, with the most tasks queued and not
  * started, or NULL if none has any. */
@@ -1625,7 +1639,9 @@ static void *manager_main(void *arg)
          * every window (a deep one while tasks are short).  An idle worker
          * first takes a task another worker has queued and not started
          * (the oldest there is), so a task sent ahead never waits while a
-         * worker idles, and tasks start in about the order they came. */
+         * worker idles, and tasks start in about the order they came
+         * (or of their priorities). */
+        take_back_for_priority(p);
         for (int i = 0; i < p->nslots; i++) {
             pworker *w = p->w[i];
             if (!may_take(p, w) || outstanding(w) != 0)
