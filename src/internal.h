@@ -198,7 +198,7 @@ struct cf_future {
 /* Until a future completes its outcome is not set, and the executor keeps
  * the task's priority (cf_task_opts.priority) in out.code; in a queue
  * ordered by priority, out.v.i64 holds the time it was queued, as for the
- * trace (remote.c).  Completion overwrites both (a success sets code 0). */
+ * trace (fqueue.c).  Completion overwrites both (a success sets code 0). */
 static inline int32_t *cf__queued_priority(cf_future *f)
 {
     return &f->out.code;
@@ -391,7 +391,7 @@ CF_HIDDEN void cf__executor_release(cf_executor *ex);
 /* trace.c: the timeline (cf_trace_start).  cf__trace_on is the only cost
  * when tracing is off.  While a future is queued, its outcome is unused,
  * so the submit time is kept in f->out.v.i64 for the trace.  Priorities
- * use the outcome the same way (cf__queued_priority). */
+ * use the outcome the same way (cf__queued_priority, fqueue.c). */
 CF_HIDDEN extern _Atomic bool cf__trace_on;
 static inline bool cf__tracing(void)
 {
