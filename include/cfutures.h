@@ -287,7 +287,10 @@ typedef struct cf_call cf_call;
  */
 typedef void (*cf_task_fn)(cf_call *call);
 
-/** The argument bytes (borrowed, valid during the task); *len may be NULL. */
+/** The argument bytes (borrowed, valid during the task); *len may be NULL.
+ *  Aligned for any type of up to 8 bytes on every executor, so a task may
+ *  read a struct argument through the pointer (with CF_BORROW_ARG, the
+ *  caller's pointer is passed as it is). */
 CF_API const void *cf_arg(cf_call *c, size_t *len);
 /** The argument as an int64 (0 if it is not 8 bytes long). */
 CF_API int64_t cf_arg_i64(cf_call *c);

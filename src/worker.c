@@ -55,6 +55,27 @@ static _Noreturn void die(const char *what)
     _exit(70);
 }
 
+/* A task's argument as cf_arg gives it: aligned for any type (a task may
+ * cast it to its struct).  Arguments sit at any offset of a frame or a
+ * ring slot; a misaligned one is copied to a buffer kept for the next
+ * task (a worker runs one task at a time). */
+static const void *aligned_arg(const void *arg, size_t len)
+{
+    static void *buf;
+    static size_t cap;
+    if (((uintptr_t)arg & (_Alignof(max_align_t) - 1)) == 0 || len == 0)
+        return arg;
+    if (len > cap) {
+        void *n = realloc(buf, len);
+        if (n == NULL)
+            die("out of memory for a task's argument");
+        buf = n;
+        cap = len;
+    }
+    memcpy(buf, arg, len);
+    return buf;
+}
+
 static bool read_full(void *buf, size_t n)
 {
     unsigned char *p = buf;
@@ -144,7 +165,7 @@ static void run_init(cf_wbuf *out, const unsigned char *body, size_t len)
         return;
     }
     cf_call c;
-    cf__call_init(&c, arg, arg_len, &cancel_word);
+    cf__call_init(&c, aligned_arg(arg, arg_len), arg_len, &cancel_word);
     fn(&c);
     cf__wire_hello(out, c.out.status, c.out.code,
                    c.out.status != CF_OK && c.out.msg == NULL
@@ -226,7 +247,8 @@ static void serve_task(cf_link *link, cf_wbuf *out, fn_cache *fc,
         if (cf__wire_read_item(&r, &it) != CF_OK)
             die("malformed TASK item");
         cf_call c;
-        cf__call_init(&c, it.arg, it.arg_len, &cancel_word);
+        cf__call_init(&c, aligned_arg(it.arg, it.arg_len), it.arg_len,
+                      &cancel_word);
         c.id = id;
         run_item(link, fc, &c);
         size_t off = cf__wire_begin(out, CF_FRAME_RESULT, 1);
@@ -396,7 +418,8 @@ static void run_slot(fn_cache *fc, const unsigned char *body, uint64_t len)
             die("malformed TASK item");
         atomic_store_explicit(&shm->running_id, id + 1, memory_order_relaxed);
         cf_call c;
-        cf__call_init(&c, it.arg, it.arg_len, &cancel_word);
+        cf__call_init(&c, aligned_arg(it.arg, it.arg_len), it.arg_len,
+                      &cancel_word);
         c.cancel_id = &shm->cancel_id;
         c.id = id;
         run_item(NULL, fc, &c);

@@ -529,10 +529,52 @@ static void test_timeline_has_crashed_tasks(void)
     tmpdir_destroy(&d);
 }
 
-TEST_MAIN(
-    T(test_relative_dlopen_then_chdir), T(test_unloadable_module_names_path),
-    T(test_exe_deleted_then_replaced), T(test_started_through_loader),
-    T(test_sigchld_handled_by_the_program), T(test_task_children_get_no_fds),
-    T(test_time_limit_kills_grandchildren), T(test_timeline_has_crashed_tasks),
-    /* run only as children of the tests above */
-    T(child_exe_deleted_then_replaced), T(child_through_loader), T(child_noop))
+/* ------------------------------------------------------------------------ */
+/* Arguments are aligned (found by UBSan: a struct read through cf_arg)      */
+/* ------------------------------------------------------------------------ */
+
+static void arg_misalignment(cf_call *c)
+{
+    cf_return_i64(c, (int64_t)((uintptr_t)cf_arg(c, NULL) % 8));
+}
+
+static void test_args_are_aligned(void)
+{
+    cf_executor *ex = procs(2);
+    unsigned char buf[64] = {0};
+    cf_future *fs[40];
+    for (int i = 0; i < 40; i++)
+        ASSERT((fs[i] = cf_submit(ex, arg_misalignment, buf, 1 + (size_t)i)) !=
+               NULL);
+    for (int i = 0; i < 40; i++) {
+        int64_t v = -1;
+        ASSERT_OK(cf_result_i64(fs[i], LONG_WAIT, &v));
+        ASSERT_EQ(v, 0);
+        cf_future_release(fs[i]);
+    }
+    /* Items of a chunked map, of odd sizes, one after another. */
+    cf_map *m = cf_map_array(ex, arg_misalignment, buf, 3, 21,
+                             &(cf_map_opts){.chunksize = 7});
+    ASSERT(m != NULL);
+    int64_t v;
+    int n = 0, rc;
+    while ((rc = cf_map_next_i64(m, &v)) == CF_OK) {
+        ASSERT_EQ(v, 0);
+        n++;
+    }
+    ASSERT_ST(rc, CF_END);
+    ASSERT_EQ(n, 21);
+    cf_map_free(m);
+    cf_executor_free(ex);
+}
+
+TEST_MAIN(T(test_relative_dlopen_then_chdir),
+          T(test_unloadable_module_names_path),
+          T(test_exe_deleted_then_replaced), T(test_started_through_loader),
+          T(test_sigchld_handled_by_the_program),
+          T(test_task_children_get_no_fds),
+          T(test_time_limit_kills_grandchildren),
+          T(test_timeline_has_crashed_tasks), T(test_args_are_aligned),
+          /* run only as children of the tests above */
+          T(child_exe_deleted_then_replaced), T(child_through_loader),
+          T(child_noop))
