@@ -53,11 +53,14 @@
  * cannot be signalled from the root, and a killed rank ends the job).
  *
  * Placement, as the process pool: an idle rank gets the next task; a busy
- * rank gets one more ahead of time (up to 8 while tasks take under 200
+ * rank gets one more ahead of time (up to 16 while tasks take under 200
  * us), so that it never waits for the root.  A task sent ahead is only
  * queued on its rank: it stays pending (cf_running() false; cf_cancel and
  * cf_map_free take it back) until the rank starts it, which costs the rank
- * one small round trip to the root (a claim) then.  A rank that goes idle
+ * one small round trip to the root (a claim) then.  While tasks are that
+ * short, one claim also starts the (up to 7) tasks queued right behind on
+ * the same rank: those report running up to 7 task durations (about a
+ * millisecond at most) before they start.  A rank that goes idle
  * takes over a task queued behind one that runs long elsewhere, so a task
  * never waits behind a long one while a rank idles.  A map's chunk is one
  * task (one message each way, per 64 KiB of results).

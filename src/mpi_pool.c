@@ -45,8 +45,10 @@ enum {
 /* Messages to the root up to INLINE_MAX bytes travel in one message (its
  * posted receive per rank); longer ones are announced (CTL_BIG). */
 #define INLINE_MAX (128 * 1024)
-/* Frames sent ahead: many while tasks are short, else one. */
-#define WINDOW_SHORT 8
+/* Frames sent ahead: many while tasks are short, else one.  A claim then
+ * starts up to CLAIM_BATCH of them. */
+#define WINDOW_SHORT 16
+#define CLAIM_BATCH 8
 #define WINDOW_LONG 2
 #define PIPELINE_MAX_NS 200000u
 /* Frames queued behind one that has run this long go to an idle rank
@@ -309,6 +311,7 @@ typedef struct mpi_link {
     lframe *head, *tail;     /* frames received, not run yet */
     bool stopped;            /* STOP came */
     uint64_t last_msg;       /* ns: when the last message came or went */
+    uint64_t grant_end;      /* frames sent ahead below this id may start */
     /* the heartbeat thread */
     pthread_t beat;
     bool beating;
@@ -622,11 +625,13 @@ static void take_message(mpi_link *m)
     uint32_t kind = head == NULL ? get_ctl(buf, len, &a, &b) : 0;
     if (kind == CTL_GO || kind == CTL_SKIP) {
         lframe *f = find_frame(m, a);
-        if (f == NULL) {
+        if (f == NULL || b < a) {
             fprintf(stderr, "cfutures: an answer for no task from the root\n");
             MPI_Abort(m->comm, 70);
         }
         f->answer = kind;
+        if (kind == CTL_GO && b + 1 > m->grant_end)
+            m->grant_end = b + 1; /* frames up to b start without a claim */
         free(buf);
         return;
     }
@@ -701,7 +706,8 @@ static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
             drop_head(m);
             continue;
         }
-        if (f != NULL && (!f->ahead || f->answer == CTL_GO)) {
+        if (f != NULL && (!f->ahead || f->answer == CTL_GO ||
+                          (f->answer == 0 && f->id < m->grant_end))) {
             if (f->body == NULL) { /* no memory for it: its items fail */
                 refuse_task(m, *f->head,
                             f->total < 4096 ? (size_t)f->total : 4096,
@@ -1281,13 +1287,29 @@ static bool handle_claim(mpi_pool *p, mworker *w, uint64_t id)
             cf_future_release(fr->f);
         }
     }
-    post_ctl(p, w->rank, go ? CTL_GO : CTL_SKIP, id, 0);
+    uint64_t last = id;
     if (go) {
         fr->state = F_RUNNING;
         fr->started = cf__now_ns();
-    } else {
-        frame_remove(w, i);
+        /* Short tasks: the frames queued behind it on this rank start with
+         * it, one claim for a batch (a round trip per task would cost more
+         * than the tasks). */
+        for (int j = i + 1; j < w->n && j - i < CLAIM_BATCH && p->ewma_ns > 0 &&
+                            p->ewma_ns < PIPELINE_MAX_NS;
+             j++) {
+            mframe *nx = &w->fr[j];
+            if (nx->state != F_AHEAD ||
+                cf_set_running_or_notify_cancel(nx->f) != CF_OK)
+                break;
+            cf__stats_started(&p->base);
+            nx->state = F_RUNNING;
+            nx->started = fr->started;
+            last = nx->id;
+        }
     }
+    post_ctl(p, w->rank, go ? CTL_GO : CTL_SKIP, id, last);
+    if (!go)
+        frame_remove(w, i);
     return true;
 }
 
