@@ -1405,6 +1405,32 @@ static void post_recv(mpi_pool *p, int i)
               p->comm, &p->rreq[i]);
 }
 
+/* Queues RUNNING work (a task, or a chunk's rest) to run on another rank
+ * (after what is there already).  Without memory for that, it fails. */
+static void redo_push(mpi_pool *p, cf_future *f, cf_chunk_run *rs)
+{
+    redo *r = malloc(sizeof *r);
+    if (r == NULL) {
+        const char *why = "no memory to run it on another rank";
+        if (rs == NULL) {
+            cf__future_fail(f, CF_ENOMEM, 0, "%s", why);
+        } else {
+            while (rs->next < cf__task_count(f))
+                cf__chunk_run_fail(rs, CF_ENOMEM, 0, why);
+            cf__chunk_run_finish(f, rs);
+        }
+        cf_future_release(f);
+        return;
+    }
+    *r = (redo){NULL, f, rs};
+    pthread_mutex_lock(&p->lock);
+    redo **pp = &p->redo;
+    while (*pp != NULL)
+        pp = &(*pp)->next;
+    *pp = r;
+    pthread_mutex_unlock(&p->lock);
+}
+
 /* The rank of w is gone (or silent too long): what it ran fails, what it
  * had queued goes back (lock held). */
 static void worker_died(mpi_pool *p, mworker *w, const char *why)
@@ -1431,40 +1457,41 @@ static void worker_died(mpi_pool *p, mworker *w, const char *why)
     snprintf(msg, sizeof msg, "MPI rank %d on host %s (pid %d) %s", w->rank,
              w->host[0] ? w->host : "?", (int)w->pid, why);
     cf_future *back = NULL, **tail = &back;
+    bool crashed = false;
     for (int i = 0; i < w->n; i++) {
         mframe *fr = &w->fr[i];
         if (fr->state == F_AHEAD) { /* never started: queued again */
             *tail = fr->f;
             fr->f->next = NULL;
             tail = &fr->f->next;
-        } else if (fr->state == F_RUNNING) {
+        } else if (fr->state == F_RUNNING && !crashed) {
             /* The item it ran crashed; a chunk's later items run
              * elsewhere. */
+            crashed = true;
             cf__stats_ended(&p->base, CF_ECRASHED);
             if (fr->rs == NULL) {
                 cf__future_fail(fr->f, CF_ECRASHED, 0, "%s", msg);
                 cf_future_release(fr->f);
                 continue;
             }
-            cf__chunk_run_fail(fr->rs, CF_ECRASHED, 0, msg);
-            if (fr->rs->next == cf__task_count(fr->f)) {
-                cf__chunk_run_finish(fr->f, fr->rs);
-                cf_future_release(fr->f);
-                continue;
-            }
-            redo *r = malloc(sizeof *r);
-            if (r == NULL) {
-                while (fr->rs->next < cf__task_count(fr->f))
-                    cf__chunk_run_fail(fr->rs, CF_ENOMEM, 0,
-                                       "no memory to run it elsewhere");
-                cf__chunk_run_finish(fr->f, fr->rs);
-                cf_future_release(fr->f);
-                continue;
-            }
-            pthread_mutex_lock(&p->lock);
-            *r = (redo){p->redo, fr->f, fr->rs};
-            p->redo = r;
-            pthread_mutex_unlock(&p->lock);
+            /* A rank answers a chunk's items in batches: any item from
+             * the first unanswered one on may have run, or crashed.  They
+             * all fail (none is run twice). */
+            char cmsg[400];
+            snprintf(cmsg, sizeof cmsg,
+                     "%s while running items %u..%u of this chunk (it "
+                     "answers in batches: which one crashed is unknown; "
+                     "none is run again)",
+                     msg, (unsigned)fr->rs->next,
+                     (unsigned)cf__task_count(fr->f) - 1);
+            while (fr->rs->next < cf__task_count(fr->f))
+                cf__chunk_run_fail(fr->rs, CF_ECRASHED, 0, cmsg);
+            cf__chunk_run_finish(fr->f, fr->rs);
+            cf_future_release(fr->f);
+        } else if (fr->state == F_RUNNING) {
+            /* Started by a batch claim, never run: runs elsewhere (it
+             * stays RUNNING). */
+            redo_push(p, fr->f, fr->rs);
         }
     }
     w->n = 0;
@@ -1616,18 +1643,23 @@ static void *manager_main(void *arg)
     for (;;) {
         if (p->broken && has_work(p)) {
             cf_future *all = cf__fq_take_all(&p->q);
-            for (redo *r = p->redo, *next; r != NULL; r = next) {
+            redo *rd = p->redo;
+            p->redo = NULL;
+            pthread_mutex_unlock(&p->lock);
+            const char *why = p->broken_msg ? p->broken_msg
+                                            : "the pool is broken";
+            for (redo *r = rd, *next; r != NULL; r = next) {
                 next = r->next;
-                while (r->rs->next < cf__task_count(r->f))
-                    cf__chunk_run_fail(r->rs, CF_EBROKEN, 0,
-                                       p->broken_msg ? p->broken_msg
-                                                     : "the pool is broken");
-                cf__chunk_run_finish(r->f, r->rs);
+                if (r->rs == NULL) {
+                    cf__future_fail(r->f, CF_EBROKEN, 0, "%s", why);
+                } else {
+                    while (r->rs->next < cf__task_count(r->f))
+                        cf__chunk_run_fail(r->rs, CF_EBROKEN, 0, why);
+                    cf__chunk_run_finish(r->f, r->rs);
+                }
                 cf_future_release(r->f);
                 free(r);
             }
-            p->redo = NULL;
-            pthread_mutex_unlock(&p->lock);
             cf__fail_list(all, CF_EBROKEN,
                           p->broken_msg ? p->broken_msg : "the pool is broken");
             pthread_mutex_lock(&p->lock);
