@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,12 +35,14 @@ enum {
     TAG_TASKCTL = 7005, /* root -> rank: stop a running task (CANCEL, KILL) */
 };
 
-/* Waiting for messages: spin SPIN_NS after the last one, then sleep with
- * a back-off from MIN to MAX (the waiting threads ask for a 1 us timer
- * slack, so short sleeps are short).  CF_MPI_WAIT=block makes the ranks
- * wait in MPI_Probe and the root spin instead (Open MPI's blocking calls
+/* Waiting for messages: poll for spin_ns after the last one, yielding the
+ * CPU between polls (as Open MPI's own blocking calls do when the machine
+ * is oversubscribed), then sleep with a back-off from MIN to MAX (the
+ * waiting threads ask for a 1 us timer slack, so short sleeps are short).
+ * CF_MPI_SPIN_US sets spin_ns; CF_MPI_WAIT=block makes the ranks wait in
+ * MPI_Probe and the root poll without sleeping (Open MPI's blocking calls
  * spin a core: the guide has the figures). */
-#define SPIN_NS 50000u
+static uint64_t spin_ns = 200000u;
 #define BACKOFF_MIN_NS 5000u
 #define BACKOFF_MAX_NS 1000000u
 /* Messages to the root up to INLINE_MAX bytes travel in one message (its
@@ -182,6 +185,9 @@ static void read_piece_knob(void)
     const char *w = getenv("CF_MPI_WAIT");
     if (w != NULL && strcmp(w, "block") == 0)
         wait_mode = WAIT_BLOCK;
+    const char *sp = getenv("CF_MPI_SPIN_US");
+    if (sp != NULL && atoll(sp) >= 0 && atoll(sp) <= 1000000)
+        spin_ns = (uint64_t)atoll(sp) * 1000u;
     const char *e = getenv("CF_MPI_PIECE");
     long long v = e ? atoll(e) : 0;
     if (v >= 4096 && v <= INT_MAX)
@@ -282,7 +288,7 @@ static unsigned char *recv_big(MPI_Comm comm, int src, uint64_t total,
 
 /*
  * A rank serves with cf__serve (worker.c) over this link.  Its main thread
- * probes for the root's messages (spinning SPIN_NS after each, then with a
+ * probes for the root's messages (spinning spin_ns after each, then with a
  * back-off) and keeps the frames in a local FIFO.  A frame sent ahead
  * (TAG_AHEAD) is only queued here: when it comes to run, the rank asks the
  * root (CLAIM) and runs it on GO, drops it on SKIP (the root took it back,
@@ -544,7 +550,7 @@ static void refuse_task(mpi_link *m, const unsigned char *head, size_t have,
 static void next_message(mpi_link *m, unsigned char **buf, uint64_t *len,
                          int *tag, unsigned char (**head)[4096])
 {
-    uint64_t wait = BACKOFF_MIN_NS, spin_until = m->last_msg + SPIN_NS;
+    uint64_t wait = BACKOFF_MIN_NS, spin_until = m->last_msg + spin_ns;
     MPI_Status st;
     for (;;) {
         int flag = 0;
@@ -557,7 +563,7 @@ static void next_message(mpi_link *m, unsigned char **buf, uint64_t *len,
             break;
         uint64_t now = cf__now_ns();
         if (now < spin_until) {
-            cf__cpu_relax();
+            sched_yield();
             continue;
         }
         backoff_sleep(&wait, BACKOFF_MAX_NS);
@@ -798,7 +804,7 @@ static void serve(MPI_Comm comm, int root, bool isolate, int max_tasks)
  * One manager thread makes every MPI call of the root.  Each worker has a
  * receive posted (MPI_Irecv of up to INLINE_MAX bytes; longer messages are
  * announced and come in pieces); the manager tests them all at once
- * (MPI_Testsome), spins SPIN_NS after anything happened, then sleeps with
+ * (MPI_Testsome), spins spin_ns after anything happened, then sleeps with
  * a back-off (5 us .. 1 ms) on a condition variable a submit signals.
  *
  * A frame carries one future: a task, or a map's chunk (many items).  To
@@ -1638,7 +1644,7 @@ static void *manager_main(void *arg)
         cf__wbuf_put(&copy, p->init.p, p->init.len);
         post_send(p, w->rank, TAG_FRAME, &copy);
     }
-    uint64_t wait = BACKOFF_MIN_NS, spin_until = now + SPIN_NS;
+    uint64_t wait = BACKOFF_MIN_NS, spin_until = now + spin_ns;
     pthread_mutex_lock(&p->lock);
     for (;;) {
         if (p->broken && has_work(p)) {
@@ -1676,13 +1682,13 @@ static void *manager_main(void *arg)
         pthread_mutex_lock(&p->lock);
         if (progress) {
             wait = BACKOFF_MIN_NS;
-            spin_until = now + SPIN_NS;
+            spin_until = now + spin_ns;
             continue;
         }
         if (now < spin_until || (due != 0 && now >= due) ||
             wait_mode == WAIT_BLOCK) {
             pthread_mutex_unlock(&p->lock);
-            cf__cpu_relax();
+            sched_yield();
             pthread_mutex_lock(&p->lock);
             continue;
         }
@@ -1700,7 +1706,7 @@ static void *manager_main(void *arg)
         p->manager_sleeping = true;
         cf__cond_wait(&p->wake_cv, &p->lock, &d);
         if (!p->manager_sleeping) /* a submit woke us */
-            spin_until = cf__now_ns() + SPIN_NS;
+            spin_until = cf__now_ns() + spin_ns;
         p->manager_sleeping = false;
         wait = wait * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : wait * 2;
     }
