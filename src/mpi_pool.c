@@ -63,6 +63,9 @@ static uint64_t spin_ns = 200000u;
 /* How often the root checks that the process of a rank on its host is
  * there. */
 #define PID_CHECK_NS 50000000u
+/* A manager that could not look for this long gives every rank a new
+ * liveness period. */
+#define STALL_NS 500000000u
 enum { WAIT_POLL, WAIT_BLOCK };
 static int wait_mode = WAIT_POLL;
 #define ISOLATE_ARG "--cfutures-crash-isolation"
@@ -889,6 +892,7 @@ typedef struct mpi_pool {
     cf_wbuf init; /* the INIT frame every worker gets first */
     uint64_t ewma_ns;
     uint64_t liveness_ns; /* 0: never */
+    uint64_t last_check;  /* ns: the last liveness check */
     char self_host[MPI_MAX_PROCESSOR_NAME];
     struct mpi_pool *live_next; /* live_pools */
 } mpi_pool;
@@ -1516,13 +1520,26 @@ static void worker_died(mpi_pool *p, mworker *w, const char *why)
 
 /* Dead ranks: silent past the liveness timeout, or (on this host) whose
  * process is gone. */
+static bool poll_messages(mpi_pool *p);
+
 static void check_liveness(mpi_pool *p, uint64_t now)
 {
+    /* The manager itself was busy (a frame of gigabytes takes seconds to
+     * copy and move): heartbeats may wait unread; silence counts from
+     * now. */
+    if (p->last_check != 0 && now - p->last_check > STALL_NS)
+        for (int i = 0; i < p->nworkers; i++)
+            p->w[i].last_heard = now;
+    p->last_check = now;
     for (int i = 0; i < p->nworkers; i++) {
         mworker *w = &p->w[i];
         if (w->dead || w->bye)
             continue;
         if (p->liveness_ns != 0 && now - w->last_heard > p->liveness_ns) {
+            while (poll_messages(p)) /* read what has come, first */
+                ;
+            if (cf__now_ns() - w->last_heard <= p->liveness_ns)
+                continue;
             char why[96];
             snprintf(why, sizeof why,
                      "is presumed dead: not heard from for %.1f s",
