@@ -888,7 +888,8 @@ typedef struct mpi_pool {
     int *idx;
     MPI_Status *sts;
     cf_fncache fncache;
-    sendbuf *sends;
+    sendbuf *sends, **sends_tail; /* oldest first */
+    unsigned reaps;
     cf_wbuf init; /* the INIT frame every worker gets first */
     uint64_t ewma_ns;
     uint64_t liveness_ns; /* 0: never */
@@ -939,8 +940,9 @@ static void post_send(mpi_pool *p, int rank, int tag, cf_wbuf *buf)
                       p->comm, &s->reqs[i + 1]);
         }
     }
-    s->next = p->sends;
-    p->sends = s;
+    s->next = NULL;
+    *p->sends_tail = s;
+    p->sends_tail = &s->next;
 }
 
 static void post_ctl_tag(mpi_pool *p, int rank, int tag, uint32_t kind,
@@ -964,14 +966,26 @@ static void post_ctl(mpi_pool *p, int rank, uint32_t kind, uint64_t a,
 }
 
 /* Frees the buffers of completed sends; true if one completed. */
+static void fix_sends_tail(mpi_pool *p)
+{
+    p->sends_tail = &p->sends;
+    while (*p->sends_tail != NULL)
+        p->sends_tail = &(*p->sends_tail)->next;
+}
+
+/* Frees the buffers of completed sends, oldest first, up to the first
+ * still going (every 64th call, all of them): one MPI test per call in
+ * the common case, not one per send in flight.  True if one completed. */
 static bool reap_sends(mpi_pool *p)
 {
-    bool any = false;
+    bool any = false, all = (++p->reaps & 63) == 0;
     for (sendbuf **pp = &p->sends; *pp != NULL;) {
         sendbuf *s = *pp;
         int done = 0;
         MPI_Testall(s->nreq, s->reqs, &done, MPI_STATUSES_IGNORE);
         if (!done) {
+            if (!all)
+                break;
             pp = &s->next;
             continue;
         }
@@ -982,6 +996,8 @@ static bool reap_sends(mpi_pool *p)
         free(s);
         any = true;
     }
+    if (all || p->sends == NULL)
+        fix_sends_tail(p);
     return any;
 }
 
@@ -1463,6 +1479,7 @@ static void worker_died(mpi_pool *p, mworker *w, const char *why)
             if (s->reqs[k] != MPI_REQUEST_NULL)
                 MPI_Request_free(&s->reqs[k]);
     }
+    fix_sends_tail(p);
     char msg[256];
     snprintf(msg, sizeof msg, "MPI rank %d on host %s (pid %d) %s", w->rank,
              w->host[0] ? w->host : "?", (int)w->pid, why);
@@ -1942,6 +1959,7 @@ static cf_executor *pool_new(MPI_Comm comm, bool spawned, const int *ranks,
     p->idx = malloc((size_t)n * sizeof *p->idx);
     p->sts = malloc((size_t)n * sizeof *p->sts);
     p->nworkers = p->alive = n;
+    p->sends_tail = &p->sends;
     p->comm = comm;
     p->spawned = spawned;
     pthread_mutex_init(&p->lock, NULL);
