@@ -58,6 +58,12 @@ static uint64_t spin_ns = 200000u;
  * (a claim costs a round trip: there is no reason to wait longer). */
 #define TAKEBACK_NS 100000u
 #define LIVENESS_DEFAULT_NS 10000000000ull
+/* Results of a batch of short tasks go together, up to RESULTS_MAX bytes
+ * and RESULTS_WAIT_NS late (the heartbeat thread sends them then). */
+#define RESULTS_MAX 65536
+/* Frames sent ahead go several to a message when under this size. */
+#define BATCH_FRAME_MAX 16384
+#define RESULTS_WAIT_NS 2000000u
 /* A rank looks for CANCEL and KILL messages this often while it works. */
 #define TASKCTL_POLL_NS 5000000u
 /* How often the root checks that the process of a rank on its host is
@@ -321,6 +327,8 @@ typedef struct mpi_link {
     bool stopped;            /* STOP came */
     uint64_t last_msg;       /* ns: when the last message came or went */
     uint64_t grant_end;      /* frames sent ahead below this id may start */
+    cf_wbuf results;         /* results not sent yet (lock) */
+    uint64_t results_since;  /* ns: the oldest of them */
     /* the heartbeat thread */
     pthread_t beat;
     bool beating;
@@ -391,6 +399,9 @@ static void poll_task_ctl(mpi_link *m)
     }
 }
 
+static void flush_results_locked(mpi_link *m);
+static void flush_results(mpi_link *m);
+
 static void send_ctl(MPI_Comm comm, int dest, uint32_t kind, uint64_t a,
                      uint64_t b)
 {
@@ -428,6 +439,9 @@ static void *beat_main(void *arg)
         }
         poll_task_ctl(m);
         pthread_mutex_lock(&m->lock);
+        if (m->results.len > 0 &&
+            cf__now_ns() - m->results_since >= RESULTS_WAIT_NS)
+            flush_results_locked(m);
     }
     pthread_mutex_unlock(&m->lock);
     send_ctl(m->comm, m->root, CTL_BYE, 0, 0);
@@ -611,6 +625,9 @@ static lframe *find_frame(mpi_link *m, uint64_t id)
 }
 
 /* Receives one message from the root and files it. */
+static void add_frame(mpi_link *m, unsigned char *buf, uint64_t len,
+                      unsigned char (*head)[4096], bool ahead);
+
 static void take_message(mpi_link *m)
 {
     unsigned char *buf, (*head)[4096];
@@ -658,12 +675,47 @@ static void take_message(mpi_link *m)
         free(buf);
         return;
     }
+    /* Frames sent ahead may come several to a message: each gets its own
+     * copy of its body (cf__serve frees each). */
+    cf_wire_header h0;
+    if (head == NULL && tag == TAG_AHEAD && len >= CF_WIRE_HEADER &&
+        cf__wire_header(buf, &h0) == CF_OK &&
+        h0.body_len < len - CF_WIRE_HEADER) {
+        for (size_t pos = 0; pos < len;) {
+            cf_wire_header hx;
+            if (len - pos < CF_WIRE_HEADER ||
+                cf__wire_header(buf + pos, &hx) != CF_OK ||
+                hx.body_len > len - pos - CF_WIRE_HEADER) {
+                fprintf(stderr, "cfutures: malformed frames from the root\n");
+                MPI_Abort(m->comm, 70);
+            }
+            size_t fl = CF_WIRE_HEADER + (size_t)hx.body_len;
+            unsigned char *one = malloc(fl);
+            if (one == NULL) {
+                fprintf(stderr, "cfutures: MPI worker out of memory\n");
+                MPI_Abort(m->comm, 70);
+            }
+            memcpy(one, buf + pos, fl);
+            add_frame(m, one, fl, NULL, true);
+            pos += fl;
+        }
+        free(buf);
+        return;
+    }
+    add_frame(m, buf, len, head, tag == TAG_AHEAD);
+}
+
+/* Queues a frame (buf, len bytes; or, buf NULL, no memory for it and its
+ * first bytes in head), taking buf and head. */
+static void add_frame(mpi_link *m, unsigned char *buf, uint64_t len,
+                      unsigned char (*head)[4096], bool ahead)
+{
     lframe *f = calloc(1, sizeof *f);
     if (f == NULL) {
         fprintf(stderr, "cfutures: MPI worker out of memory\n");
         MPI_Abort(m->comm, 70);
     }
-    f->ahead = tag == TAG_AHEAD;
+    f->ahead = ahead;
     f->total = len;
     const unsigned char *hb = buf ? buf : *head;
     size_t have = buf ? (size_t)len : (len < 4096 ? (size_t)len : 4096);
@@ -732,6 +784,7 @@ static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
                 start_local_pool(m, *body, (size_t)h->body_len);
             return true;
         }
+        flush_results(m);               /* before waiting for anything */
         if (f != NULL && !f->claimed) { /* its turn: may it start? */
             send_ctl(m->comm, m->root, CTL_CLAIM, f->id, 0);
             m->last_msg = cf__now_ns();
@@ -745,10 +798,55 @@ static bool mpi_recv(cf_link *l, cf_wire_header *h, unsigned char **body)
  * bytes (the root's receive buffers), else announced and in pieces, one
  * frame per message, so that a result the root has no memory for fails
  * alone. */
+/* Sends the results kept back (lock held). */
+static void flush_results_locked(mpi_link *m)
+{
+    if (m->results.len == 0)
+        return;
+    MPI_Send(m->results.p, (int)m->results.len, MPI_BYTE, m->root, TAG_FRAME,
+             m->comm);
+    m->results.len = 0;
+    m->last_msg = cf__now_ns();
+}
+
+static void flush_results(mpi_link *m)
+{
+    pthread_mutex_lock(&m->lock);
+    flush_results_locked(m);
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* True if the next frame may start at once (no claim to wait for). */
+static bool next_runnable(const mpi_link *m)
+{
+    const lframe *f = m->head;
+    return f != NULL && f->body != NULL &&
+           (!f->ahead || f->answer == CTL_GO ||
+            (f->answer == 0 && f->id < m->grant_end));
+}
+
 static void mpi_send(cf_link *l, const void *p, size_t n)
 {
     mpi_link *m = (mpi_link *)l;
     m->last_msg = cf__now_ns();
+    /* While the next task may start at once (a batch of short ones),
+     * results wait to go together, up to RESULTS_MAX bytes; the
+     * heartbeat thread sends any kept back RESULTS_WAIT_NS. */
+    pthread_mutex_lock(&m->lock);
+    if (n <= RESULTS_MAX && next_runnable(m)) {
+        if (m->results.len + n > RESULTS_MAX)
+            flush_results_locked(m);
+        if (cf__wbuf_reserve(&m->results, n)) {
+            if (m->results.len == 0)
+                m->results_since = cf__now_ns();
+            cf__wbuf_put(&m->results, p, n);
+            pthread_mutex_unlock(&m->lock);
+            return;
+        }
+        m->results.oom = false; /* no memory to keep it: send it now */
+    }
+    flush_results_locked(m);
+    pthread_mutex_unlock(&m->lock);
     if (n <= INLINE_MAX) {
         MPI_Send(p, (int)n, MPI_BYTE, m->root, TAG_FRAME, m->comm);
         return;
@@ -782,6 +880,7 @@ static void serve(MPI_Comm comm, int root, bool isolate, int max_tasks)
         send_ctl(comm, root, CTL_INFO, (uint64_t)getpid(), 0);
     }
     cf__serve(&m.link);
+    flush_results(&m);
     pthread_mutex_lock(&m.lock);
     m.beat_stop = true;
     pthread_cond_signal(&m.cv);
@@ -795,6 +894,7 @@ static void serve(MPI_Comm comm, int root, bool isolate, int max_tasks)
         drop_head(&m);
     }
     cf_executor_free(m.local);
+    cf__wbuf_free(&m.results);
     pthread_mutex_destroy(&m.lock);
     pthread_cond_destroy(&m.cv);
 }
@@ -854,6 +954,7 @@ typedef struct mworker {
     uint64_t next_id;
     uint64_t last_heard, busy_since, checked;
     unsigned char *in; /* the posted receive's buffer */
+    cf_wbuf batch;     /* frames sent ahead, not posted yet (dispatch) */
 } mworker;
 
 typedef struct sendbuf { /* MPI_Isends in progress and their buffer */
@@ -1028,6 +1129,16 @@ static int frame_of(const mworker *w, uint64_t id)
     return -1;
 }
 
+/* Sends the frames batched for w (sent ahead: one message for many). */
+static void flush_batch(mpi_pool *p, mworker *w)
+{
+    if (w->batch.len == 0)
+        return;
+    cf_wbuf b = w->batch;
+    memset(&w->batch, 0, sizeof w->batch);
+    post_send(p, w->rank, TAG_AHEAD, &b);
+}
+
 /* Sends f (and its chunk's results so far, rs) to w: running (TAG_FRAME:
  * f is RUNNING, or made so here) or ahead (TAG_AHEAD: f stays PENDING).
  * Lock held.  False if f was not sent (cancelled, failed). */
@@ -1097,6 +1208,9 @@ static bool send_task(mpi_pool *p, mworker *w, cf_future *f, cf_chunk_run *rs,
         pthread_mutex_lock(&p->lock);
         return false;
     }
+    if (!ahead || f->time_limit > 0 || out.len > BATCH_FRAME_MAX ||
+        w->batch.len + out.len > INLINE_MAX)
+        flush_batch(p, w); /* in order: what was batched goes first */
     if (f->time_limit > 0) /* crash isolation only (mp_submit) */
         post_ctl(p, w->rank, CTL_LIMIT, w->next_id,
                  (uint64_t)((double)f->time_limit * 1e9));
@@ -1112,6 +1226,13 @@ static bool send_task(mpi_pool *p, mworker *w, cf_future *f, cf_chunk_run *rs,
     w->next_id += count;
     if (w->n == 1)
         w->busy_since = now;
+    if (ahead && out.len <= BATCH_FRAME_MAX &&
+        cf__wbuf_reserve(&w->batch, out.len)) {
+        cf__wbuf_put(&w->batch, out.p, out.len); /* goes with others */
+        cf__wbuf_free(&out);
+        return true;
+    }
+    w->batch.oom = false;
     post_send(p, w->rank, ahead ? TAG_AHEAD : TAG_FRAME, &out);
     return true;
 }
@@ -1244,6 +1365,8 @@ static uint64_t dispatch(mpi_pool *p)
             more = true;
         }
     }
+    for (int i = 0; i < p->nworkers; i++)
+        flush_batch(p, &p->w[i]);
     return due;
 }
 
@@ -1851,9 +1974,11 @@ static void pool_free(mpi_pool *p)
             break;
         }
     pthread_mutex_unlock(&live_lock);
-    for (int i = 0; p->w != NULL && i < p->nworkers; i++)
+    for (int i = 0; p->w != NULL && i < p->nworkers; i++) {
         if (!p->w[i].dead) /* a dead rank's receive may still hold it */
             free(p->w[i].in);
+        cf__wbuf_free(&p->w[i].batch);
+    }
     free(p->w);
     free(p->rreq);
     free(p->idx);
