@@ -60,7 +60,8 @@
  * one small round trip to the root (a claim) then.  While tasks are that
  * short, one claim also starts the (up to 7) tasks queued right behind on
  * the same rank: those report running up to 7 task durations (about a
- * millisecond at most) before they start.  A rank that goes idle
+ * millisecond at most) before they start, and their results travel
+ * together (a few milliseconds late at most).  A rank that goes idle
  * takes over a task queued behind one that runs long elsewhere, so a task
  * never waits behind a long one while a rank idles.  A map's chunk is one
  * task (one message each way, per 64 KiB of results).
@@ -69,8 +70,9 @@
  * own manager thread, so MPI must provide MPI_THREAD_MULTIPLE (cf_mpi_*
  * initialize MPI with it if the program has not; if it has, with less,
  * they fail with CF_EINVAL and say so on stderr).  Each rank also runs a
- * heartbeat thread.  The manager and idle ranks poll for messages: they
- * spin 50 us after the last one, then sleep with a back-off from 5 us to
+ * heartbeat thread.  The manager and idle ranks poll for messages:
+ * for 200 us after the last one they poll yielding the CPU between polls
+ * (CF_MPI_SPIN_US changes it), then sleep with a back-off from 5 us to
  * 1 ms.  Open MPI's blocking calls spin a core for as long as they wait,
  * so an idle pool would burn one core per rank: the guide has the
  * figures of both (CF_MPI_WAIT=block selects blocking waits).
