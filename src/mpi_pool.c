@@ -806,7 +806,6 @@ static void flush_results_locked(mpi_link *m)
     MPI_Send(m->results.p, (int)m->results.len, MPI_BYTE, m->root, TAG_FRAME,
              m->comm);
     m->results.len = 0;
-    m->last_msg = cf__now_ns();
 }
 
 static void flush_results(mpi_link *m)
