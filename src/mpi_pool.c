@@ -1248,12 +1248,7 @@ static bool next_work(mpi_pool *p, cf_future **f, cf_chunk_run **rs)
         free(r);
         return true;
     }
-    while (p->q.head != NULL) {
-        cf_future *h = p->q.head;
-        p->q.head = h->next;
-        if (p->q.head == NULL)
-            p->q.tail = NULL;
-        p->q.n--;
+    for (cf_future *h; (h = cf__fq_pop(&p->q)) != NULL;) {
         h->next = NULL;
         if ((cf__state_load(h) & FS_STATE) == CF_CANCELLED) {
             cf__stats_cancelled(&p->base);
