@@ -372,13 +372,52 @@ typedef struct cf_thread_pool_opts {
      *  passes CF_NOWAIT). */
     size_t max_queued;
     bool fail_when_full; /**< fail with CF_EFULL instead of blocking */
+    /** Stack size of each pool thread in bytes, rounded up to the page
+     *  size; 0 means 8 MiB.  Below CF_THREAD_POOL_MIN_STACK (or above
+     *  1 GiB) cf_thread_pool fails with CF_EINVAL. */
+    size_t stack_size;
 } cf_thread_pool_opts;
+
+/** The smallest cf_thread_pool_opts.stack_size (128 KiB). */
+#define CF_THREAD_POOL_MIN_STACK (128u << 10)
+/** Compensating threads a thread pool may start beyond max_workers. */
+#define CF_THREAD_POOL_COMPENSATION 256
 
 /**
  * Creates a thread pool (ThreadPoolExecutor).  opts may be NULL (defaults).
  * Threads start lazily, on submit, when no idle thread can take the task,
  * and are reused when idle.  NULL on error (cf_last_error(): CF_EINVAL for
- * max_workers < 0, CF_ENOMEM).  Free with cf_executor_free.
+ * max_workers < 0 or a stack_size out of range, CF_ENOMEM).  Free with
+ * cf_executor_free.
+ *
+ * Scheduling.  A task submitted from one of the pool's threads goes on that
+ * thread's own deque: the thread runs its newest task first, and idle
+ * threads steal the oldest.  A task submitted from any other thread goes
+ * on a FIFO queue: those start in submission order.
+ *
+ * Nested waits.  A pool thread that waits (cf_result, cf_wait,
+ * cf_as_completed, cf_map, a full bounded queue of its own pool) runs
+ * queued tasks of its pool meanwhile, its own children first.  It never
+ * starts a task while less than a quarter of its stack (at least 64 KiB,
+ * the "margin") is left; then it sleeps until what it waits for is done.
+ * When every thread of the pool is asleep in such a wait and tasks are
+ * queued, the pool starts a compensating thread, up to
+ * CF_THREAD_POOL_COMPENSATION beyond max_workers; an extra thread exits
+ * as soon as it finds nothing to do.  Hence:
+ *
+ * - No stack overflow: a pool thread runs tasks nested only while the
+ *   margin is left, so it cannot overflow as long as no single task uses
+ *   more than the margin (minus a few KiB for the library) between two of
+ *   its waits.  Deep recursion inside one task is the task's business.
+ * - No deadlock for fork-join programs: if every future a task waits on is
+ *   a task submitted to the same pool (or one completed by such a task),
+ *   and the waits form no cycle, the program completes whatever
+ *   max_workers and the stack size, as long as no more than
+ *   max_workers + CF_THREAD_POOL_COMPENSATION threads need to be blocked
+ *   at the same time.  Beyond that bound a waiting thread just sleeps: a
+ *   program that needs more blocked threads than that may deadlock, as it
+ *   would on Python's pool.  A wait on something completed outside the
+ *   pool blocks its thread until then, as on Python's pool.
  */
 CF_API cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts);
 

@@ -268,18 +268,24 @@ CF_HIDDEN bool cf__run_future(cf_future *f, _Atomic int *finishing);
 
 /*
  * A pool thread that must block (cf_result, cf_wait, cf_as_completed, a
- * full queue of its own pool) sleeps on its pool's lock and condition
- * variable instead of its own, counted as idle, and runs queued tasks of
- * the pool whenever there are some: work-helping, so a task that waits on
- * a task of its own saturated pool never deadlocks.
+ * full queue of its own pool) runs queued tasks of its pool meanwhile
+ * (work-helping, so a task that waits on a task of its own saturated pool
+ * never deadlocks): its own children first, then others' (thread_pool.c).
+ * When it finds none it can run, it sleeps on its own condition variable
+ * under the pool's lock, and whoever completes what it waits for
+ * broadcasts that variable.
  */
 typedef struct cf_helper {
     pthread_mutex_t *lock;
     pthread_cond_t *cv; /* broadcast it (under lock) to wake the helper */
-    /* lock held: runs one queued task (dropping the lock meanwhile) and
-     * returns true, or returns false if the queue is empty. */
+    /* No lock held: runs one queued task and returns true, or returns
+     * false if there is none this thread may run (none queued, or its
+     * stack is nearly used up). */
+    bool (*run_one)(struct cf_helper *h);
+    /* lock held: run_one, dropping the lock meanwhile. */
     bool (*run_one_locked)(struct cf_helper *h);
-    /* lock held: sleeps on cv as an idle worker; 0 or ETIMEDOUT. */
+    /* lock held: sleeps until cv is broadcast, or until there is work
+     * this thread can run; 0 or ETIMEDOUT. */
     int (*sleep_locked)(struct cf_helper *h, const cf_deadline *d);
     struct cf_executor *ex; /* the pool this thread belongs to */
 } cf_helper;

@@ -1,64 +1,110 @@
 /*
- * thread_pool.c -- the thread pool executor (ThreadPoolExecutor).
+ * thread_pool.c -- the thread pool executor (ThreadPoolExecutor): a
+ * work-stealing scheduler.
  *
- * One FIFO queue of futures (linked through cf_future.next, so queueing
- * allocates nothing), one mutex, two condition variables:
+ * Queues.  Each thread owns a Chase-Lev deque (deque.h).  A task submitted
+ * from one of the pool's own threads goes on that thread's deque: its owner
+ * pops the newest first (depth-first, like a plain recursive call), other
+ * threads steal the oldest.  A task submitted from anywhere else goes on
+ * the injection queue, a FIFO linked through cf_future.next under the pool
+ * lock, so external submissions start in submission order, as Python's.
+ * A thread looks for work in its own deque, then steals, then takes from
+ * the injection queue.
  *
- *   work_cv   idle workers (and helping waiters, see internal.h) sleep here
- *   space_cv  submitters sleep here while a bounded queue is full, and
- *             cf_shutdown(wait) sleeps here until the workers have exited
+ * Helping waits (internal.h: cf_helper).  A pool thread that waits for a
+ * future runs work meanwhile, in the same order, so it runs its own
+ * children first.  It never starts a task while less than `margin` bytes
+ * of its stack are left (stack_ok): then it sleeps until the future is
+ * done.  When every thread of the pool is blocked that way and work is
+ * queued, the pool starts a compensating thread (ForkJoinPool's managed
+ * blocking), up to max_workers + CF_THREAD_POOL_COMPENSATION threads in
+ * all; an extra thread exits when it finds nothing to do.  cfutures.h
+ * states the guarantee.
  *
- * Threads start lazily: a submit starts one when more tasks are queued than
- * threads are idle, up to max_workers (Python's rule).  A submit signals the
- * condition variable only when a worker sleeps, so a busy pool makes no
- * system call per task.
+ * Sleeping.  An idle thread spins about 20 us, then sleeps on its own
+ * condition variable, on the pool's list of sleepers.  A submit wakes one
+ * sleeper only when no thread is spinning, so a busy pool makes no system
+ * call per task.  The race between "I found no work, I sleep" and "I
+ * pushed work, nobody sleeps" is closed Dekker-style with seq_cst
+ * accesses: a sleeper registers (sleepers++) and then looks at the queues
+ * once more; a pusher publishes the task and then reads spinning and
+ * sleepers.  One of the two sees the other.  A spinner that finds work
+ * wakes a sleeper if it was the last spinner (Go's scheduler does the
+ * same), so a burst of submits gets every thread going.
  *
- * Lock order: a future's stripe lock -> pool lock (a helping waiter is
- * woken by a listener that runs under the stripe lock).  Tasks and
- * callbacks run with no lock held.
+ * Lazy start (Python's rule): a submit starts a thread when the queued
+ * external tasks outnumber the threads that could take them (`avail`:
+ * threads that are not running a task, counted from the moment a running
+ * task publishes its result).
+ *
+ * Lock order: a future's stripe lock -> a waiter's lock -> pool lock (a
+ * helping waiter is woken by a listener that runs under the stripe lock).
+ * Tasks and callbacks run with no lock held.
  */
 #include "internal.h"
 
+#include "deque.h"
+
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Compensating threads beyond max_workers (cfutures.h says so). */
+#define MAX_COMPENSATION CF_THREAD_POOL_COMPENSATION
+#define DEFAULT_STACK (8u << 20)
+#define MIN_STACK CF_THREAD_POOL_MIN_STACK
+#define MAX_STACK (1ull << 30)
+#define MIN_MARGIN (64u << 10)
 
 typedef struct thread_pool thread_pool;
 
 typedef struct worker {
     cf_helper helper; /* first: cf__current_helper points here */
     thread_pool *pool;
+    cf_deque dq;
+    pthread_cond_t cv; /* this thread sleeps here, idle or waiting */
     pthread_t tid;
     int index;
-    bool started; /* tid is valid and must be joined */
+    bool started;  /* tid is valid and must be joined (lock) */
+    bool running;  /* the thread has not exited (lock) */
+    bool sleeping; /* on the pool's sleeper list (lock) */
+    struct worker *next_sleeper;
+    uintptr_t stack_limit; /* no task starts below this frame address */
+    uint32_t rng;          /* victim selection */
 } worker;
 
 struct thread_pool {
     cf_executor base;
     pthread_mutex_t lock;
-    pthread_cond_t work_cv;
-    pthread_cond_t space_cv;
-    cf_future *head, *tail; /* the queue */
-    _Atomic size_t queued;  /* written under lock; read without by spinners */
-    size_t max_queued;      /* 0: unbounded */
+    pthread_cond_t space_cv; /* bounded-queue submitters; shutdown(wait) */
+    cf_future *head, *tail;  /* the injection queue (lock) */
+    _Atomic size_t injected; /* its length (written under lock) */
+    _Atomic size_t queued;   /* tasks in every queue; bounded pools only */
+    size_t max_queued;       /* 0: unbounded */
     bool fail_when_full;
-    bool shutdown;
-    bool broken;
-    bool orphaned;         /* freed from one of its own threads: the last
-                              thread to exit frees the pool */
-    int nthreads;          /* threads started */
-    int alive;             /* threads not yet exited */
-    int idle;              /* threads sleeping on work_cv */
-    int spinning;          /* idle threads polling the queue before sleeping */
-    _Atomic int finishing; /* threads publishing a result, about to look
-                              for work (cf__run_future) */
-    int self_waiters;      /* pool threads inside cf_shutdown(wait) */
-    int space_waiters;     /* submitters sleeping on space_cv */
+    _Atomic bool shutdown;
+    _Atomic bool broken;
+    bool orphaned;        /* freed from one of its own threads, or shut down
+                             without waiting: the last thread to exit frees it */
+    _Atomic int spinning; /* threads polling the queues before sleeping */
+    _Atomic int sleepers; /* threads on the sleeper list */
+    worker *sleep_list;   /* (lock) */
+    _Atomic int avail;    /* threads not running a task (see top) */
+    _Atomic int alive;    /* threads not yet exited (written under lock) */
+    _Atomic int blocked;  /* threads inside a wait (written under lock) */
+    int self_waiters;     /* pool threads inside cf_shutdown(wait) */
+    _Atomic int space_waiters;
     int (*initializer)(void *);
     void *initarg;
     char prefix[32];
-    worker *workers; /* max_workers slots */
+    size_t stack_size;
+    int cap;               /* slots: max_workers + MAX_COMPENSATION */
+    _Atomic int nslots;    /* slots ever used: thieves look below it */
+    worker *_Atomic *slot; /* cap entries; a worker is never freed before
+                              the pool */
 };
 
 static thread_pool *pool_of(cf_executor *ex)
@@ -75,8 +121,37 @@ static worker *self_in(thread_pool *pool)
     return (worker *)h;
 }
 
+static bool stopping(thread_pool *p)
+{
+    return atomic_load_explicit(&p->shutdown, memory_order_relaxed) ||
+           atomic_load_explicit(&p->broken, memory_order_relaxed);
+}
+
+/* May this thread start one more task on its stack? */
+static CF_NOINLINE bool stack_ok(const worker *w)
+{
+    return (uintptr_t)__builtin_frame_address(0) > w->stack_limit;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Finding work                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A task left a queue: make room in a bounded pool. */
+static void dequeued(thread_pool *p, size_t n)
+{
+    if (p->max_queued == 0)
+        return;
+    atomic_fetch_sub_explicit(&p->queued, n, memory_order_seq_cst);
+    if (atomic_load_explicit(&p->space_waiters, memory_order_seq_cst) > 0) {
+        pthread_mutex_lock(&p->lock);
+        pthread_cond_broadcast(&p->space_cv);
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
 /* lock held */
-static cf_future *pop_locked(thread_pool *p)
+static cf_future *inject_pop_locked(thread_pool *p)
 {
     cf_future *f = p->head;
     if (f == NULL)
@@ -85,66 +160,269 @@ static cf_future *pop_locked(thread_pool *p)
     if (p->head == NULL)
         p->tail = NULL;
     f->next = NULL;
-    p->queued--;
-    if (p->space_waiters > 0)
-        pthread_cond_signal(&p->space_cv);
+    atomic_fetch_sub_explicit(&p->injected, 1, memory_order_seq_cst);
     return f;
 }
 
-/* lock held; returns the detached queue */
-static cf_future *take_all_locked(thread_pool *p)
+static cf_future *inject_pop(thread_pool *p)
 {
-    cf_future *all = p->head;
-    p->head = p->tail = NULL;
-    p->queued = 0;
-    if (p->space_waiters > 0)
-        pthread_cond_broadcast(&p->space_cv);
-    return all;
-}
-
-static bool run_and_release(cf_future *f, _Atomic int *finishing)
-{
-    bool counted = cf__run_future(f, finishing);
-    cf_future_release(f);
-    return counted;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Helping (internal.h): a pool thread that waits runs queued tasks          */
-/* ------------------------------------------------------------------------ */
-
-static bool run_one_locked(cf_helper *h)
-{
-    thread_pool *p = ((worker *)h)->pool;
-    cf_future *f = pop_locked(p);
-    if (f == NULL)
-        return false;
-    pthread_mutex_unlock(&p->lock);
-    run_and_release(f, NULL);
+    if (atomic_load_explicit(&p->injected, memory_order_seq_cst) == 0)
+        return NULL;
     pthread_mutex_lock(&p->lock);
+    cf_future *f = inject_pop_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    return f;
+}
+
+static uint32_t next_rand(uint32_t *s)
+{
+    uint32_t x = *s; /* xorshift32 */
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *s = x;
+}
+
+/* Steals the oldest task of another thread, trying each once, from a
+ * random one on; again while a race was lost. */
+static cf_future *steal(thread_pool *p, worker *self)
+{
+    int n = atomic_load_explicit(&p->nslots, memory_order_acquire);
+    if (n <= 1 && self != NULL)
+        return NULL;
+    uint32_t start = self ? next_rand(&self->rng) : 0;
+    for (int round = 0; round < 64; round++) {
+        bool lost = false;
+        for (int k = 0; k < n; k++) {
+            worker *v = atomic_load_explicit(&p->slot[(start + k) % n],
+                                             memory_order_acquire);
+            if (v == NULL || v == self)
+                continue;
+            cf_future *f = cf__deque_steal(&v->dq, &lost);
+            if (f != NULL)
+                return f;
+        }
+        if (!lost)
+            break;
+    }
+    return NULL;
+}
+
+/* The next task for thread w: its own newest, another's oldest, or the
+ * injection queue's oldest. */
+static cf_future *find_work(thread_pool *p, worker *w)
+{
+    cf_future *f = cf__deque_pop(&w->dq);
+    if (f == NULL)
+        f = steal(p, w);
+    if (f == NULL)
+        f = inject_pop(p);
+    if (f != NULL)
+        dequeued(p, 1);
+    return f;
+}
+
+/* Is there queued work anywhere?  A hint, except in the sleep protocol,
+ * where its seq_cst loads pair with the pushers' (see top). */
+static bool work_visible(thread_pool *p)
+{
+    if (atomic_load_explicit(&p->injected, memory_order_seq_cst) > 0)
+        return true;
+    int n = atomic_load_explicit(&p->nslots, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        worker *v = atomic_load_explicit(&p->slot[i], memory_order_acquire);
+        if (v != NULL && cf__deque_nonempty(&v->dq))
+            return true;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void *worker_main(void *arg);
+
+/* lock held: wakes one sleeping thread (false if none). */
+static bool wake_one_locked(thread_pool *p)
+{
+    worker *w = p->sleep_list;
+    if (w == NULL)
+        return false;
+    p->sleep_list = w->next_sleeper;
+    w->next_sleeper = NULL;
+    w->sleeping = false;
+    atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_seq_cst);
+    pthread_cond_signal(&w->cv);
     return true;
 }
 
-static int sleep_locked(cf_helper *h, const cf_deadline *d)
+/* lock held */
+static void sleep_list_add_locked(thread_pool *p, worker *w)
 {
-    thread_pool *p = ((worker *)h)->pool;
-    p->idle++;
-    int rc = cf__cond_wait(&p->work_cv, &p->lock, d);
-    p->idle--;
-    return rc;
+    w->sleeping = true;
+    w->next_sleeper = p->sleep_list;
+    p->sleep_list = w;
+    atomic_fetch_add_explicit(&p->sleepers, 1, memory_order_seq_cst);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Workers                                                                   */
-/* ------------------------------------------------------------------------ */
+/* lock held */
+static void sleep_list_remove_locked(thread_pool *p, worker *w)
+{
+    if (!w->sleeping)
+        return;
+    for (worker **pp = &p->sleep_list; *pp != NULL; pp = &(*pp)->next_sleeper)
+        if (*pp == w) {
+            *pp = w->next_sleeper;
+            break;
+        }
+    w->next_sleeper = NULL;
+    w->sleeping = false;
+    atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_seq_cst);
+}
+
+static void helper_init(worker *w);
+
+/* lock held.  Starts one more thread in the first free slot; false if
+ * every slot is taken or the system refused. */
+static bool start_thread_locked(thread_pool *p)
+{
+    int alive = atomic_load_explicit(&p->alive, memory_order_relaxed);
+    if (alive >= p->cap)
+        return false;
+    int i = 0;
+    worker *w = NULL;
+    for (; i < p->cap; i++) {
+        w = atomic_load_explicit(&p->slot[i], memory_order_relaxed);
+        if (w == NULL || !w->running)
+            break;
+    }
+    if (i == p->cap)
+        return false;
+    if (w == NULL) {
+        w = calloc(1, sizeof *w);
+        if (w == NULL)
+            return false;
+        if (cf__cond_init(&w->cv) != 0) {
+            free(w);
+            return false;
+        }
+        cf__deque_init(&w->dq);
+        w->pool = p;
+        w->index = i;
+        w->rng = 0x9E3779B9u * (uint32_t)(i + 1);
+        helper_init(w);
+        atomic_store_explicit(&p->slot[i], w, memory_order_release);
+        if (atomic_load_explicit(&p->nslots, memory_order_relaxed) <= i)
+            atomic_store_explicit(&p->nslots, i + 1, memory_order_release);
+    } else if (w->started) { /* an extra thread that exited: reap it */
+        pthread_join(w->tid, NULL);
+        w->started = false;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, p->stack_size);
+    int rc = pthread_create(&w->tid, &attr, worker_main, w);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        return false;
+    if (p->orphaned) /* nobody will join it */
+        pthread_detach(w->tid);
+    else
+        w->started = true;
+    w->running = true;
+    atomic_fetch_add_explicit(&p->alive, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->avail, 1, memory_order_seq_cst);
+    return true;
+}
+
+/* lock held.  Queued work that the caller cannot run: make sure a thread
+ * will.  Wakes a sleeper, or starts a thread (lazily up to max_workers,
+ * then as compensation when every thread is blocked in a wait). */
+static void ensure_progress_locked(thread_pool *p, bool lazy_start)
+{
+    if (atomic_load_explicit(&p->spinning, memory_order_seq_cst) > 0)
+        return;
+    if (wake_one_locked(p))
+        return;
+    int alive = atomic_load_explicit(&p->alive, memory_order_relaxed);
+    if ((lazy_start && alive < p->base.max_workers) ||
+        alive == atomic_load_explicit(&p->blocked, memory_order_relaxed))
+        start_thread_locked(p);
+}
+
+/* After a push by a pool thread: wake a sleeper if nobody spins, or start
+ * a thread while fewer than max_workers run.  No lock, no system call on a
+ * busy pool. */
+static void notify(thread_pool *p)
+{
+    if (atomic_load_explicit(&p->spinning, memory_order_seq_cst) > 0)
+        return;
+    if (atomic_load_explicit(&p->sleepers, memory_order_seq_cst) == 0 &&
+        atomic_load_explicit(&p->alive, memory_order_relaxed) >=
+            p->base.max_workers)
+        return;
+    pthread_mutex_lock(&p->lock);
+    ensure_progress_locked(p, true);
+    pthread_mutex_unlock(&p->lock);
+}
 
 static void free_pool(thread_pool *p)
 {
+    for (int i = 0; i < p->cap; i++) {
+        worker *w = atomic_load_explicit(&p->slot[i], memory_order_relaxed);
+        if (w == NULL)
+            continue;
+        cf__deque_fini(&w->dq);
+        pthread_cond_destroy(&w->cv);
+        free(w);
+    }
     pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->space_cv);
-    free(p->workers);
+    free((void *)p->slot);
     free(p);
+}
+
+/* lock held; detaches every queued task (injection queue and deques) as a
+ * list linked through next, in no particular order. */
+static cf_future *take_all_locked(thread_pool *p)
+{
+    cf_future *all = p->head, **tail = &all;
+    size_t n = atomic_load_explicit(&p->injected, memory_order_relaxed);
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    p->head = p->tail = NULL;
+    atomic_store_explicit(&p->injected, 0, memory_order_seq_cst);
+    int ns = atomic_load_explicit(&p->nslots, memory_order_acquire);
+    for (int i = 0; i < ns; i++) {
+        worker *v = atomic_load_explicit(&p->slot[i], memory_order_acquire);
+        if (v == NULL)
+            continue;
+        for (;;) {
+            bool lost = false;
+            cf_future *f = cf__deque_steal(&v->dq, &lost);
+            if (f == NULL && !lost)
+                break;
+            if (f == NULL)
+                continue;
+            f->next = NULL;
+            *tail = f;
+            tail = &f->next;
+            n++;
+        }
+    }
+    if (p->max_queued != 0 && n > 0) {
+        atomic_fetch_sub_explicit(&p->queued, n, memory_order_seq_cst);
+        pthread_cond_broadcast(&p->space_cv);
+    }
+    return all;
+}
+
+/* lock held */
+static void wake_all_locked(thread_pool *p)
+{
+    while (wake_one_locked(p))
+        ;
 }
 
 /* Initializer failed: the pool is broken (BrokenThreadPool).  Every queued
@@ -152,9 +430,9 @@ static void free_pool(thread_pool *p)
 static void break_pool(thread_pool *p, int rc)
 {
     pthread_mutex_lock(&p->lock);
-    p->broken = true;
+    atomic_store(&p->broken, true);
     cf_future *f = take_all_locked(p);
-    pthread_cond_broadcast(&p->work_cv);
+    wake_all_locked(p);
     pthread_mutex_unlock(&p->lock);
     while (f != NULL) {
         cf_future *next = f->next;
@@ -168,33 +446,80 @@ static void break_pool(thread_pool *p, int rc)
     }
 }
 
-/*
- * Before sleeping, an idle worker polls the queue for a few microseconds
- * without the lock.  Work that arrives meanwhile is taken with no system
- * call on either side: the submitter does not signal a spinning worker, and
- * the worker does not sleep.  A wake-up costs two system calls and a
- * context switch (several microseconds here), more than most fine-grained
- * tasks.  Called and returns with the lock held.
- */
 #define SPIN_NS 20000
 
-static void spin_for_work(thread_pool *p)
+/*
+ * An idle thread polls the queues for a few microseconds (no lock, no
+ * system call on either side when work arrives meanwhile), then sleeps.
+ * Returns false if the thread should exit: an extra thread (more than
+ * max_workers alive) that found nothing to do.
+ */
+static bool idle_wait(thread_pool *p, worker *w, uint64_t *busy_since)
 {
-    p->spinning++;
-    pthread_mutex_unlock(&p->lock);
+    atomic_fetch_add_explicit(&p->spinning, 1, memory_order_seq_cst);
     uint64_t until = cf__now_ns() + SPIN_NS;
     for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&p->queued, memory_order_relaxed) > 0 ||
-            atomic_load_explicit(&p->base.shut_down, memory_order_relaxed))
-            break;
+        if (work_visible(p) || stopping(p)) {
+            /* The last spinner to leave with work wakes a sleeper: more
+             * of it may be waiting (pushers saw us and did not wake). */
+            if (atomic_fetch_sub_explicit(&p->spinning, 1,
+                                          memory_order_seq_cst) == 1 &&
+                atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0) {
+                pthread_mutex_lock(&p->lock);
+                wake_one_locked(p);
+                pthread_mutex_unlock(&p->lock);
+            }
+            return true;
+        }
         cf__cpu_relax();
         if ((i & 63) == 0 && cf__now_ns() > until)
             break;
     }
     pthread_mutex_lock(&p->lock);
-    p->spinning--;
-    /* The caller looks at the queue and the flags again, under the lock:
-     * a submit that saw us spinning did not signal. */
+    if (atomic_load_explicit(&p->alive, memory_order_relaxed) >
+        p->base.max_workers) { /* a compensating thread, no longer needed */
+        atomic_fetch_sub_explicit(&p->spinning, 1, memory_order_seq_cst);
+        pthread_mutex_unlock(&p->lock);
+        return false;
+    }
+    sleep_list_add_locked(p, w);
+    atomic_fetch_sub_explicit(&p->spinning, 1, memory_order_seq_cst);
+    if (!work_visible(p) && !stopping(p)) {
+        cf__stats_busy(&p->base, cf__now_ns() - *busy_since);
+        pthread_cond_wait(&w->cv, &p->lock);
+        *busy_since = cf__now_ns();
+    }
+    sleep_list_remove_locked(p, w);
+    pthread_mutex_unlock(&p->lock);
+    return true;
+}
+
+static void stack_init(worker *w)
+{
+    pthread_attr_t a;
+    void *lo;
+    size_t size;
+    w->stack_limit = 0;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return;
+    if (pthread_attr_getstack(&a, &lo, &size) == 0) {
+        /* The margin must hold one task's own frames between two waits
+         * (plus the library's), with room for libc's deeper calls: a
+         * quarter of the stack, at least 64 KiB. */
+        size_t margin = size / 4 > MIN_MARGIN ? size / 4 : MIN_MARGIN;
+        w->stack_limit = (uintptr_t)lo + margin;
+    }
+    pthread_attr_destroy(&a);
+}
+
+static void run_and_release(thread_pool *p, cf_future *f)
+{
+    /* From the moment the result is published, whoever waited for it may
+     * submit again: this thread counts as available from then on
+     * (Python's idle-thread reuse). */
+    if (!cf__run_future(f, &p->avail))
+        atomic_fetch_add_explicit(&p->avail, 1, memory_order_seq_cst);
+    cf_future_release(f);
 }
 
 static void *worker_main(void *arg)
@@ -205,6 +530,7 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof name, "%s_%d", p->prefix, w->index);
     name[15] = '\0'; /* the kernel's limit for thread names */
     pthread_setname_np(pthread_self(), name);
+    stack_init(w);
     cf__current_helper = &w->helper;
     cf__trace_tid = w->index;
 
@@ -215,43 +541,25 @@ static void *worker_main(void *arg)
     /* Busy time is counted from wake-up to sleep, not per task: two clock
      * reads per sleep instead of two per task. */
     uint64_t busy_since = cf__now_ns();
-    bool spun = false; /* spun since the last task: sleep next time */
-    pthread_mutex_lock(&p->lock);
     while (rc == 0) {
-        cf_future *f = pop_locked(p);
+        cf_future *f = find_work(p, w);
         if (f != NULL) {
-            /* One task at a time, in submission order: a task taken in a
-             * batch could wait behind a long one while a thread idles. */
-            spun = false;
-            pthread_mutex_unlock(&p->lock);
-            /* From the moment the result is published, whoever waited for
-             * it may submit again: count this thread as about to be idle
-             * so that the submit reuses it instead of starting another
-             * (Python's idle-thread reuse). */
-            bool counted = run_and_release(f, &p->finishing);
-            pthread_mutex_lock(&p->lock);
-            if (counted)
-                atomic_fetch_sub_explicit(&p->finishing, 1,
-                                          memory_order_relaxed);
+            atomic_fetch_sub_explicit(&p->avail, 1, memory_order_seq_cst);
+            run_and_release(p, f);
             continue;
         }
-        cf__stats_busy(&p->base, cf__now_ns() - busy_since);
-        if (p->shutdown || p->broken)
+        if (stopping(p))
             break;
-        if (!spun) { /* then look at the queue and the flags again */
-            spun = true;
-            spin_for_work(p);
-            continue;
-        }
-        spun = false;
-        p->idle++;
-        pthread_cond_wait(&p->work_cv, &p->lock);
-        p->idle--;
-        busy_since = cf__now_ns();
+        if (!idle_wait(p, w, &busy_since))
+            break;
     }
+    cf__stats_busy(&p->base, cf__now_ns() - busy_since);
     cf__current_helper = NULL;
-    p->alive--;
-    bool last_orphan = p->orphaned && p->alive == 0;
+    pthread_mutex_lock(&p->lock);
+    atomic_fetch_sub_explicit(&p->avail, 1, memory_order_seq_cst);
+    w->running = false;
+    int alive = atomic_fetch_sub_explicit(&p->alive, 1, memory_order_relaxed);
+    bool last_orphan = p->orphaned && alive == 1;
     pthread_cond_broadcast(&p->space_cv); /* cf_shutdown(wait) watches alive */
     pthread_mutex_unlock(&p->lock);
     if (last_orphan)
@@ -259,63 +567,156 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* lock held.  Starts one more worker; false if the system refused. */
-static bool start_worker_locked(thread_pool *p)
+/* ------------------------------------------------------------------------ */
+/* Helping (internal.h): a pool thread that waits runs queued tasks          */
+/* ------------------------------------------------------------------------ */
+
+static bool run_one(cf_helper *h)
 {
-    worker *w = &p->workers[p->nthreads];
-    w->pool = p;
-    w->index = p->nthreads;
+    worker *w = (worker *)h;
+    thread_pool *p = w->pool;
+    if (!stack_ok(w))
+        return false;
+    cf_future *f = find_work(p, w);
+    if (f == NULL)
+        return false;
+    cf__run_future(f, NULL); /* false: cancelled while queued */
+    cf_future_release(f);
+    return true;
+}
+
+static bool run_one_locked(cf_helper *h)
+{
+    thread_pool *p = ((worker *)h)->pool;
+    pthread_mutex_unlock(&p->lock);
+    bool ran = run_one(h);
+    pthread_mutex_lock(&p->lock);
+    return ran;
+}
+
+/* lock held.  The caller found nothing to run and its wait is not over:
+ * sleep until woken (the awaited event, or new work if this thread can
+ * still run some).  Returns 0 at once if there is work this thread can
+ * run; ETIMEDOUT at the deadline. */
+static int sleep_locked(cf_helper *h, const cf_deadline *d)
+{
+    worker *w = (worker *)h;
+    thread_pool *p = w->pool;
+    /* The slack keeps this answer consistent with run_one's, whose frame
+     * is a little deeper: "can help" here means run_one can start a task,
+     * or the wait loop would spin. */
+    bool can_help = (uintptr_t)__builtin_frame_address(0) >
+                    w->stack_limit + 8192;
+    bool work = work_visible(p);
+    if (can_help && work)
+        return 0; /* the caller runs it */
+    atomic_fetch_add_explicit(&p->blocked, 1, memory_order_relaxed);
+    if (can_help) {
+        sleep_list_add_locked(p, w);
+        atomic_fetch_add_explicit(&p->avail, 1, memory_order_seq_cst);
+        work = work_visible(p); /* after registering (see top) */
+    } else if (work) {
+        ensure_progress_locked(p, true); /* we cannot run it */
+    }
+    int rc = 0;
+    if (!(can_help && work))
+        rc = cf__cond_wait(&w->cv, &p->lock, d);
+    if (can_help) {
+        sleep_list_remove_locked(p, w);
+        atomic_fetch_sub_explicit(&p->avail, 1, memory_order_seq_cst);
+    }
+    atomic_fetch_sub_explicit(&p->blocked, 1, memory_order_relaxed);
+    return rc;
+}
+
+static void helper_init(worker *w)
+{
+    thread_pool *p = w->pool;
     w->helper = (cf_helper){
         .lock = &p->lock,
-        .cv = &p->work_cv,
+        .cv = &w->cv,
+        .run_one = run_one,
         .run_one_locked = run_one_locked,
         .sleep_locked = sleep_locked,
         .ex = &p->base,
     };
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 8u << 20); /* deep nested waits */
-    int rc = pthread_create(&w->tid, &attr, worker_main, w);
-    pthread_attr_destroy(&attr);
-    if (rc != 0)
-        return false;
-    w->started = true;
-    p->nthreads++;
-    p->alive++;
-    return true;
 }
 
 /* ------------------------------------------------------------------------ */
 /* vtable                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* Bounded pool: takes one place in the queue, waiting for room unless
+ * told not to.  A pool thread makes room itself by running queued work. */
+static int reserve(thread_pool *p, worker *self, unsigned flags)
+{
+    size_t q = atomic_load_explicit(&p->queued, memory_order_seq_cst);
+    for (;;) {
+        if (atomic_load_explicit(&p->broken, memory_order_relaxed))
+            return CF_EBROKEN;
+        if (atomic_load_explicit(&p->shutdown, memory_order_relaxed))
+            return CF_ESHUTDOWN;
+        if (q < p->max_queued) {
+            if (atomic_compare_exchange_weak_explicit(&p->queued, &q, q + 1,
+                                                      memory_order_seq_cst,
+                                                      memory_order_seq_cst))
+                return CF_OK;
+            continue;
+        }
+        if (p->fail_when_full || (flags & CF_NOWAIT))
+            return CF_EFULL;
+        if (self != NULL && run_one(&self->helper)) {
+            q = atomic_load_explicit(&p->queued, memory_order_seq_cst);
+            continue;
+        }
+        pthread_mutex_lock(&p->lock);
+        atomic_fetch_add_explicit(&p->space_waiters, 1, memory_order_seq_cst);
+        q = atomic_load_explicit(&p->queued, memory_order_seq_cst);
+        if (q >= p->max_queued && !stopping(p)) {
+            if (self != NULL) { /* blocked: the queue needs another thread */
+                atomic_fetch_add_explicit(&p->blocked, 1, memory_order_relaxed);
+                ensure_progress_locked(p, true);
+            }
+            pthread_cond_wait(&p->space_cv, &p->lock);
+            if (self != NULL)
+                atomic_fetch_sub_explicit(&p->blocked, 1, memory_order_relaxed);
+        }
+        atomic_fetch_sub_explicit(&p->space_waiters, 1, memory_order_seq_cst);
+        pthread_mutex_unlock(&p->lock);
+        q = atomic_load_explicit(&p->queued, memory_order_seq_cst);
+    }
+}
+
 static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
 {
     thread_pool *p = pool_of(ex);
+    if (atomic_load_explicit(&p->broken, memory_order_relaxed))
+        return CF_EBROKEN;
+    if (atomic_load_explicit(&p->shutdown, memory_order_relaxed))
+        return CF_ESHUTDOWN;
+    worker *self = self_in(p);
+    if (p->max_queued != 0) {
+        int rc = reserve(p, self, flags);
+        if (rc != CF_OK)
+            return rc;
+    }
+    if (self != NULL && cf__deque_push(&self->dq, f) == CF_OK) {
+        notify(p);
+        return CF_OK;
+    }
+    /* From outside the pool (or no memory to grow the deque): the
+     * injection queue. */
     pthread_mutex_lock(&p->lock);
-    for (;;) {
-        if (p->broken) {
-            pthread_mutex_unlock(&p->lock);
-            return CF_EBROKEN;
-        }
-        if (p->shutdown) {
-            pthread_mutex_unlock(&p->lock);
-            return CF_ESHUTDOWN;
-        }
-        if (p->max_queued == 0 || p->queued < p->max_queued)
-            break;
-        if (p->fail_when_full || (flags & CF_NOWAIT)) {
-            pthread_mutex_unlock(&p->lock);
-            return CF_EFULL;
-        }
-        worker *self = self_in(p);
-        if (self != NULL) { /* our own pool is full: make room ourselves */
-            run_one_locked(&self->helper);
-            continue;
-        }
-        p->space_waiters++;
-        pthread_cond_wait(&p->space_cv, &p->lock);
-        p->space_waiters--;
+    int rc = CF_OK;
+    if (atomic_load_explicit(&p->broken, memory_order_relaxed))
+        rc = CF_EBROKEN;
+    else if (atomic_load_explicit(&p->shutdown, memory_order_relaxed))
+        rc = CF_ESHUTDOWN;
+    if (rc != CF_OK) {
+        pthread_mutex_unlock(&p->lock);
+        if (p->max_queued != 0)
+            dequeued(p, 1);
+        return rc;
     }
     f->next = NULL;
     if (p->tail)
@@ -323,19 +724,22 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
     else
         p->head = f;
     p->tail = f;
-    p->queued++;
-    if ((size_t)(p->idle + p->spinning) + (size_t)atomic_load(&p->finishing) <
-            p->queued &&
-        p->nthreads < p->base.max_workers && !start_worker_locked(p) &&
-        p->nthreads == 0) {
+    size_t inj =
+        atomic_fetch_add_explicit(&p->injected, 1, memory_order_seq_cst) + 1;
+    int alive = atomic_load_explicit(&p->alive, memory_order_relaxed);
+    if ((size_t)atomic_load_explicit(&p->avail, memory_order_seq_cst) < inj &&
+        alive < p->base.max_workers && !start_thread_locked(p) && alive == 0) {
         /* No thread at all and none can start: undo, report. */
         p->head = p->tail = NULL;
-        p->queued = 0;
+        atomic_store_explicit(&p->injected, 0, memory_order_seq_cst);
         pthread_mutex_unlock(&p->lock);
+        if (p->max_queued != 0)
+            dequeued(p, 1);
         return CF_ENOMEM;
     }
-    if (p->idle > 0 && p->spinning == 0) /* a spinner will see it */
-        pthread_cond_signal(&p->work_cv);
+    /* Python's lazy start is above; here: wake a sleeper, or compensate
+     * when every thread is blocked in a wait. */
+    ensure_progress_locked(p, false);
     pthread_mutex_unlock(&p->lock);
     return CF_OK;
 }
@@ -344,17 +748,17 @@ static void tp_shutdown(cf_executor *ex, bool cancel_futures)
 {
     thread_pool *p = pool_of(ex);
     pthread_mutex_lock(&p->lock);
-    p->shutdown = true;
+    atomic_store(&p->shutdown, true);
     cf_future *cancelled = cancel_futures ? take_all_locked(p) : NULL;
-    pthread_cond_broadcast(&p->work_cv);
+    wake_all_locked(p);
     pthread_cond_broadcast(&p->space_cv);
     pthread_mutex_unlock(&p->lock);
 
     while (cancelled != NULL) { /* callbacks run: no lock held */
         cf_future *next = cancelled->next;
         cancelled->next = NULL;
-        cf_cancel(cancelled);
-        cf__stats_cancelled(ex);
+        if (cf_cancel(cancelled))
+            cf__stats_cancelled(ex);
         cf_future_release(cancelled);
         cancelled = next;
     }
@@ -368,11 +772,11 @@ static int tp_wait(cf_executor *ex, const cf_deadline *d)
     worker *self = self_in(p);
     if (self != NULL)
         p->self_waiters++; /* do not wait for ourselves */
-    while (p->alive > p->self_waiters) {
-        p->space_waiters++;
+    while (atomic_load(&p->alive) > p->self_waiters) {
+        atomic_fetch_add(&p->space_waiters, 1);
         int e = cf__cond_wait(&p->space_cv, &p->lock, d);
-        p->space_waiters--;
-        if (e == ETIMEDOUT && p->alive > p->self_waiters) {
+        atomic_fetch_sub(&p->space_waiters, 1);
+        if (e == ETIMEDOUT && atomic_load(&p->alive) > p->self_waiters) {
             rc = CF_ETIMEDOUT;
             break;
         }
@@ -392,19 +796,25 @@ static void tp_destroy(cf_executor *ex)
      * pool.  The threads are detached under the lock, before any of them
      * can see `orphaned` and free the pool. */
     pthread_mutex_lock(&p->lock);
-    bool running = p->alive > 0;
+    bool running = atomic_load(&p->alive) > 0;
     if (running) {
-        for (int i = 0; i < p->nthreads; i++)
-            if (p->workers[i].started)
-                pthread_detach(p->workers[i].tid);
+        for (int i = 0; i < p->cap; i++) {
+            worker *w = atomic_load(&p->slot[i]);
+            if (w != NULL && w->started) {
+                pthread_detach(w->tid);
+                w->started = false;
+            }
+        }
         p->orphaned = true;
     }
     pthread_mutex_unlock(&p->lock);
     if (running)
         return;
-    for (int i = 0; i < p->nthreads; i++)
-        if (p->workers[i].started)
-            pthread_join(p->workers[i].tid, NULL);
+    for (int i = 0; i < p->cap; i++) {
+        worker *w = atomic_load(&p->slot[i]);
+        if (w != NULL && w->started)
+            pthread_join(w->tid, NULL);
+    }
     free_pool(p);
 }
 
@@ -423,6 +833,12 @@ cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts)
         opts = &defaults;
     if (opts->max_workers < 0)
         return cf__fail_null(CF_EINVAL);
+    size_t stack = opts->stack_size ? opts->stack_size : DEFAULT_STACK;
+    if (stack < MIN_STACK || stack > MAX_STACK)
+        return cf__fail_null(CF_EINVAL);
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0)
+        stack = (stack + (size_t)page - 1) / (size_t)page * (size_t)page;
     int n = opts->max_workers;
     if (n == 0) {
         n = cf__cpu_count() + 4;
@@ -430,14 +846,17 @@ cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts)
             n = 32;
     }
     thread_pool *p = calloc(1, sizeof *p);
-    worker *ws = calloc((size_t)n, sizeof *ws);
-    if (p == NULL || ws == NULL) {
+    int cap = n + MAX_COMPENSATION;
+    worker *_Atomic *slot = calloc((size_t)cap, sizeof *slot);
+    if (p == NULL || slot == NULL) {
         free(p);
-        free(ws);
+        free((void *)slot);
         return cf__fail_null(CF_ENOMEM);
     }
     cf__executor_init(&p->base, &thread_pool_vtable, n);
-    p->workers = ws;
+    p->slot = slot;
+    p->cap = cap;
+    p->stack_size = stack;
     /* Adaptive: spins a little before sleeping in the kernel.  The lock is
      * held for a few instructions, so a contended acquisition almost
      * always gets it while spinning, without the futex wait and wake. */
@@ -446,8 +865,7 @@ cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts)
     pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
     pthread_mutex_init(&p->lock, &ma);
     pthread_mutexattr_destroy(&ma);
-    cf__cond_init(&p->work_cv); /* timed waits use CLOCK_MONOTONIC */
-    cf__cond_init(&p->space_cv);
+    cf__cond_init(&p->space_cv); /* timed waits use CLOCK_MONOTONIC */
     p->max_queued = opts->max_queued;
     p->fail_when_full = opts->fail_when_full;
     p->initializer = opts->initializer;

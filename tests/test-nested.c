@@ -491,8 +491,310 @@ static void test_nested_wait_on_cancelled_child(void)
     g_ex = NULL;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Fine-grained fork-join with small stacks (issue 11)                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Each program runs with a task per call and no cutoff, on pools of 1, 2
+ * and 8 threads whose stacks are 256 KiB.  Before the work-stealing
+ * scheduler, a waiting thread ran the *oldest* queued task on its stack,
+ * and these overflowed it (fib(21) on one thread).  Sizes: the issue's in
+ * the plain build; smaller under ASan and TSan, which run each task 10-50
+ * times slower, so that the file stays under about a minute there.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifdef SANITIZED
+enum { FIB_N = 20, TREE_N = 100000, QUEENS_N = 8, FAN_OUT = 3000 };
+#else
+enum { FIB_N = 25, TREE_N = 1000000, QUEENS_N = 12, FAN_OUT = 30000 };
+#endif
+
+static const int pool_sizes[] = {1, 2, 8};
+
+static cf_executor *small_stack_pool(int workers)
+{
+    cf_executor *ex = cf_thread_pool(&(
+        cf_thread_pool_opts){.max_workers = workers, .stack_size = 256u << 10});
+    ASSERT(ex);
+    return ex;
+}
+
+/* Runs fn(arg) on each pool size and checks the i64 result. */
+static void on_small_pools(cf_task_fn fn, int64_t arg, int64_t want)
+{
+    for (size_t i = 0; i < sizeof pool_sizes / sizeof pool_sizes[0]; i++) {
+        g_ex = small_stack_pool(pool_sizes[i]);
+        cf_future *f = cf_submit_i64(g_ex, fn, arg);
+        ASSERT(f);
+        int64_t v = -1;
+        ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+        ASSERT_EQ(v, want);
+        cf_future_release(f);
+        cf_executor_free(g_ex);
+        g_ex = NULL;
+    }
+}
+
+static int64_t fib_serial(int n)
+{
+    return n < 2 ? n : fib_serial(n - 1) + fib_serial(n - 2);
+}
+
+/* fib(25) with a task per call (242,785 tasks) and no cutoff. */
+static void test_nested_fib_nocutoff(void)
+{
+    on_small_pools(t_fib, FIB_N, fib_serial(FIB_N));
+}
+
+/* A tree of exactly n tasks: each splits the rest between two children
+ * and returns the size of its subtree. */
+static void t_tree(cf_call *c)
+{
+    int64_t n = cf_arg_i64(c);
+    if (n == 1) {
+        cf_return_i64(c, 1);
+        return;
+    }
+    int64_t left = (n - 1) / 2, right = n - 1 - left, sum = 1;
+    cf_future *a = left ? cf_submit_i64(g_ex, t_tree, left) : NULL;
+    cf_future *b = cf_submit_i64(g_ex, t_tree, right);
+    ASSERT(b && (a || left == 0));
+    int64_t v;
+    if (a) {
+        ASSERT_OK(cf_result_i64(a, CF_FOREVER, &v));
+        sum += v;
+        cf_future_release(a);
+    }
+    ASSERT_OK(cf_result_i64(b, CF_FOREVER, &v));
+    cf_future_release(b);
+    cf_return_i64(c, sum + v);
+}
+
+/* A tree of 1,000,000 tasks, each waiting on its children. */
+static void test_nested_million_task_tree(void)
+{
+    on_small_pools(t_tree, TREE_N, TREE_N);
+}
+
+/* n-queens with one task per placement: the argument is the board so far
+ * (row, columns and both diagonals taken, as bit masks), the result the
+ * number of solutions below it. */
+typedef struct board {
+    uint32_t row, cols, d1, d2;
+} board;
+
+static void t_queens(cf_call *c)
+{
+    board b;
+    memcpy(&b, cf_arg(c, NULL), sizeof b);
+    if ((int)b.row == QUEENS_N) {
+        cf_return_i64(c, 1);
+        return;
+    }
+    cf_future *fs[32];
+    int n = 0;
+    uint32_t all = (1u << QUEENS_N) - 1;
+    uint32_t free_ = all & ~(b.cols | b.d1 | b.d2);
+    while (free_) {
+        uint32_t bit = free_ & -free_;
+        free_ ^= bit;
+        board k = {b.row + 1, b.cols | bit, ((b.d1 | bit) << 1) & all,
+                   (b.d2 | bit) >> 1};
+        fs[n] = cf_submit(g_ex, t_queens, &k, sizeof k);
+        ASSERT(fs[n]);
+        n++;
+    }
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t v;
+        ASSERT_OK(cf_result_i64(fs[i], CF_FOREVER, &v));
+        sum += v;
+        cf_future_release(fs[i]);
+    }
+    cf_return_i64(c, sum);
+}
+
+static void test_nested_nqueens_per_placement(void)
+{
+    static const int64_t solutions[] = {1,  0,  0,   2,   10,   4,
+                                        40, 92, 352, 724, 2680, 14200};
+    for (size_t i = 0; i < sizeof pool_sizes / sizeof pool_sizes[0]; i++) {
+        g_ex = small_stack_pool(pool_sizes[i]);
+        board b = {0, 0, 0, 0};
+        cf_future *f = cf_submit(g_ex, t_queens, &b, sizeof b);
+        ASSERT(f);
+        int64_t v = -1;
+        ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+        ASSERT_EQ(v, solutions[QUEENS_N - 1]);
+        cf_future_release(f);
+        cf_executor_free(g_ex);
+        g_ex = NULL;
+    }
+}
+
+/* Fan-out / fan-in: 30,000 tasks submitted from outside, each waiting on 4
+ * leaves of its own. */
+static void t_fan(cf_call *c)
+{
+    int64_t base = cf_arg_i64(c);
+    cf_future *fs[4];
+    for (int i = 0; i < 4; i++) {
+        fs[i] = cf_submit_i64(g_ex, t_twice, base + i);
+        ASSERT(fs[i]);
+    }
+    int64_t s = 0;
+    for (int i = 0; i < 4; i++) {
+        int64_t v;
+        ASSERT_OK(cf_result_i64(fs[i], CF_FOREVER, &v));
+        s += v;
+        cf_future_release(fs[i]);
+    }
+    cf_return_i64(c, s);
+}
+
+static void test_nested_fan_out_in(void)
+{
+    cf_future **fs = calloc(FAN_OUT, sizeof *fs);
+    ASSERT(fs);
+    for (size_t k = 0; k < sizeof pool_sizes / sizeof pool_sizes[0]; k++) {
+        g_ex = small_stack_pool(pool_sizes[k]);
+        for (int i = 0; i < FAN_OUT; i++) {
+            fs[i] = cf_submit_i64(g_ex, t_fan, 4 * (int64_t)i);
+            ASSERT(fs[i]);
+        }
+        for (int i = 0; i < FAN_OUT; i++) {
+            int64_t v = -1, b = 4 * (int64_t)i;
+            ASSERT_OK(cf_result_i64(fs[i], CF_FOREVER, &v));
+            ASSERT_EQ(v, 2 * (4 * b + 6));
+            cf_future_release(fs[i]);
+        }
+        cf_executor_free(g_ex);
+        g_ex = NULL;
+    }
+    free(fs);
+}
+
+/* A stack_size below the minimum is refused; a size that is not a multiple
+ * of the page size is rounded up. */
+static void test_stack_size_option(void)
+{
+    ASSERT(cf_thread_pool(&(cf_thread_pool_opts){.stack_size = 4096}) == NULL);
+    ASSERT_ST(cf_last_error(), CF_EINVAL);
+    ASSERT(cf_thread_pool(&(cf_thread_pool_opts){
+               .stack_size = CF_THREAD_POOL_MIN_STACK - 1}) == NULL);
+    ASSERT_ST(cf_last_error(), CF_EINVAL);
+    g_ex = cf_thread_pool(&(cf_thread_pool_opts){
+        .max_workers = 1, .stack_size = CF_THREAD_POOL_MIN_STACK + 1});
+    ASSERT(g_ex);
+    cf_future *f = cf_submit_i64(g_ex, t_fib, 15);
+    int64_t v;
+    ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+    ASSERT_EQ(v, 610);
+    cf_future_release(f);
+    cf_executor_free(g_ex);
+    g_ex = NULL;
+}
+
+/* A task waiting on a future that a *later* external submission computes,
+ * on a 1-thread pool: the waiting thread runs it (from the FIFO queue). */
+typedef struct later_ctx {
+    cf_future *later;
+    latch submitted;
+} later_ctx;
+
+static void t_wait_later(cf_call *c)
+{
+    later_ctx *x;
+    memcpy(&x, cf_arg(c, NULL), sizeof x);
+    latch_wait(&x->submitted, 1);
+    int64_t v = -1;
+    ASSERT_OK(cf_result_i64(x->later, CF_FOREVER, &v));
+    cf_return_i64(c, v + 1);
+}
+
+static void test_nested_wait_on_external_task(void)
+{
+    g_ex = pool(1, 0);
+    later_ctx x = {.submitted = LATCH_INIT};
+    later_ctx *p = &x;
+    cf_future *f = cf_submit(g_ex, t_wait_later, &p, sizeof p);
+    x.later = cf_submit_i64(g_ex, t_twice, 20);
+    ASSERT(f && x.later);
+    latch_add(&x.submitted);
+    int64_t v;
+    ASSERT_OK(cf_result_i64(f, CF_FOREVER, &v));
+    ASSERT_EQ(v, 41);
+    cf_future_release(f);
+    cf_future_release(x.later);
+    cf_executor_free(g_ex);
+    g_ex = NULL;
+}
+
+/* External submissions to a 1-thread pool start in submission order
+ * (Python's FIFO), even with tasks of the pool's own in between. */
+static atomic_int order_next;
+static int order_seen[64];
+
+static void t_record(cf_call *c)
+{
+    order_seen[atomic_fetch_add(&order_next, 1)] = (int)cf_arg_i64(c);
+}
+
+static void t_block_then_spawn(cf_call *c)
+{
+    gate *g;
+    memcpy(&g, cf_arg(c, NULL), sizeof g);
+    gate_pass(g);
+    /* An internal submission: runs on this thread's own deque, before the
+     * queued external ones (it is this thread's newest work). */
+    cf_future *k = cf_submit_i64(g_ex, t_record, 1000);
+    ASSERT(k);
+    cf_future_release(k);
+}
+
+static void test_external_submission_order(void)
+{
+    g_ex = pool(1, 0);
+    atomic_store(&order_next, 0);
+    gate g = GATE_INIT;
+    gate *gp = &g;
+    cf_future *first = cf_submit(g_ex, t_block_then_spawn, &gp, sizeof gp);
+    ASSERT(first);
+    gate_wait_for(&g, 1);
+    enum { N = 40 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = cf_submit_i64(g_ex, t_record, i);
+        ASSERT(fs[i]);
+    }
+    gate_open(&g);
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(cf_result(fs[i], CF_FOREVER, NULL, NULL));
+        cf_future_release(fs[i]);
+    }
+    ASSERT_OK(cf_result(first, CF_FOREVER, NULL, NULL));
+    cf_future_release(first);
+    cf_executor_free(g_ex);
+    g_ex = NULL;
+    ASSERT_EQ(atomic_load(&order_next), N + 1);
+    ASSERT_EQ(order_seen[0], 1000);
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(order_seen[i + 1], i);
+}
+
 TEST_MAIN(T(test_nested_submit_wait), T(test_nested_fib), T(test_nested_chain),
           T(test_nested_wait), T(test_nested_as_completed), T(test_nested_map),
           T(test_nested_full_queue), T(test_nested_fib_bounded),
           T(test_nested_timed_wait), T(test_nested_wait_times_out),
-          T(test_nested_wait_on_cancelled_child))
+          T(test_nested_wait_on_cancelled_child),
+          T(test_external_submission_order), T(test_stack_size_option),
+          T(test_nested_wait_on_external_task), T(test_nested_fib_nocutoff),
+          T(test_nested_million_task_tree),
+          T(test_nested_nqueens_per_placement), T(test_nested_fan_out_in))
