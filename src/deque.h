@@ -108,6 +108,20 @@ static inline cf_future *cf__deque_steal(cf_deque *d, bool *lost)
     return f;
 }
 
+/** Owner only: is f queued in d (not yet popped or stolen)?  A hint: a
+ *  thief may take it at any time. */
+static inline bool cf__deque_holds(cf_deque *d, const cf_future *f)
+{
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    int64_t t = atomic_load_explicit(&d->top, memory_order_seq_cst);
+    cf_deque_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
+    for (int64_t i = b - 1; a != NULL && i >= t; i--)
+        if (atomic_load_explicit(&a->slot[i & a->mask], memory_order_relaxed) ==
+            f)
+            return true;
+    return false;
+}
+
 /** Any thread: true if the deque looked non-empty (a hint). */
 static inline bool cf__deque_nonempty(cf_deque *d)
 {

@@ -592,6 +592,8 @@ static int help_wait(cf_helper *h, cf_future *f, const cf_deadline *d)
     if (!cf__listen(f, &l))
         return CF_OK;
     int rc = CF_OK;
+    cf_future *outer = h->awaited; /* a nested wait's, on this thread */
+    h->awaited = f;
     pthread_mutex_lock(h->lock);
     while (!cf__state_done(cf__state_load(f))) {
         if (h->run_one_locked(h))
@@ -603,6 +605,7 @@ static int help_wait(cf_helper *h, cf_future *f, const cf_deadline *d)
         }
     }
     pthread_mutex_unlock(h->lock);
+    h->awaited = outer;
     cf__unlisten(f, &l);
     return rc;
 }

@@ -288,6 +288,10 @@ typedef struct cf_helper {
      * this thread can run; 0 or ETIMEDOUT. */
     int (*sleep_locked)(struct cf_helper *h, const cf_deadline *d);
     struct cf_executor *ex; /* the pool this thread belongs to */
+    /* The future this thread waits for in cf_result (NULL: several, or
+     * none): a thread blocked at its stack margin hands it, and the tasks
+     * it queued after it, to another thread. */
+    cf_future *awaited;
 } cf_helper;
 
 /** The pool thread's helper, NULL on other threads. */

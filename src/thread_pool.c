@@ -82,6 +82,8 @@ struct thread_pool {
     pthread_cond_t space_cv; /* bounded-queue submitters; shutdown(wait) */
     cf_future *head, *tail;  /* the injection queue (lock) */
     _Atomic size_t injected; /* its length (written under lock) */
+    cf_future *handed;       /* handed off by blocked threads (lock) */
+    _Atomic size_t nhanded;  /* its length (written under lock) */
     _Atomic size_t queued;   /* tasks in every queue; bounded pools only */
     size_t max_queued;       /* 0: unbounded */
     bool fail_when_full;
@@ -164,6 +166,25 @@ static cf_future *inject_pop_locked(thread_pool *p)
     return f;
 }
 
+/* Tasks handed off by a thread blocked at its stack margin: its whole
+ * deque, newest first (the order it would have run them in).  Taken
+ * before stealing, so that the work goes on depth-first on a fresh stack
+ * (see find_work). */
+static cf_future *handed_pop(thread_pool *p)
+{
+    if (atomic_load_explicit(&p->nhanded, memory_order_seq_cst) == 0)
+        return NULL;
+    pthread_mutex_lock(&p->lock);
+    cf_future *f = p->handed;
+    if (f != NULL) {
+        p->handed = f->next;
+        f->next = NULL;
+        atomic_fetch_sub_explicit(&p->nhanded, 1, memory_order_seq_cst);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return f;
+}
+
 static cf_future *inject_pop(thread_pool *p)
 {
     if (atomic_load_explicit(&p->injected, memory_order_seq_cst) == 0)
@@ -208,12 +229,24 @@ static cf_future *steal(thread_pool *p, worker *self)
     return NULL;
 }
 
-/* The next task for thread w: its own newest, another's oldest, or the
- * injection queue's oldest. */
+/* The next task for thread w: its own newest, a handed-off one, another's
+ * oldest, or the injection queue's oldest.  A compensating thread (beyond
+ * max_workers) does not steal: it is there to carry on the work of a
+ * thread blocked at its margin, depth-first.  Were it to steal the oldest
+ * task of a deque, the root of a large subtree, it would soon block at its
+ * own margin, its replacement would steal another, and so on, up to the
+ * compensation bound. */
+static bool regular(thread_pool *p, const worker *w)
+{
+    return w->index < p->base.max_workers;
+}
+
 static cf_future *find_work(thread_pool *p, worker *w)
 {
     cf_future *f = cf__deque_pop(&w->dq);
     if (f == NULL)
+        f = handed_pop(p);
+    if (f == NULL && regular(p, w))
         f = steal(p, w);
     if (f == NULL)
         f = inject_pop(p);
@@ -226,7 +259,8 @@ static cf_future *find_work(thread_pool *p, worker *w)
  * where its seq_cst loads pair with the pushers' (see top). */
 static bool work_visible(thread_pool *p)
 {
-    if (atomic_load_explicit(&p->injected, memory_order_seq_cst) > 0)
+    if (atomic_load_explicit(&p->injected, memory_order_seq_cst) > 0 ||
+        atomic_load_explicit(&p->nhanded, memory_order_seq_cst) > 0)
         return true;
     int n = atomic_load_explicit(&p->nslots, memory_order_acquire);
     for (int i = 0; i < n; i++) {
@@ -235,6 +269,18 @@ static bool work_visible(thread_pool *p)
             return true;
     }
     return false;
+}
+
+/* Is there queued work that thread w may take (find_work)?  A compensating
+ * thread only looks at its own deque, the handed-off tasks and the
+ * injection queue. */
+static bool runnable(thread_pool *p, worker *w)
+{
+    if (regular(p, w))
+        return work_visible(p);
+    return cf__deque_nonempty(&w->dq) ||
+           atomic_load_explicit(&p->nhanded, memory_order_seq_cst) > 0 ||
+           atomic_load_explicit(&p->injected, memory_order_seq_cst) > 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -393,6 +439,12 @@ static cf_future *take_all_locked(thread_pool *p)
         tail = &(*tail)->next;
     p->head = p->tail = NULL;
     atomic_store_explicit(&p->injected, 0, memory_order_seq_cst);
+    *tail = p->handed;
+    n += atomic_load_explicit(&p->nhanded, memory_order_relaxed);
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    p->handed = NULL;
+    atomic_store_explicit(&p->nhanded, 0, memory_order_seq_cst);
     int ns = atomic_load_explicit(&p->nslots, memory_order_acquire);
     for (int i = 0; i < ns; i++) {
         worker *v = atomic_load_explicit(&p->slot[i], memory_order_acquire);
@@ -446,20 +498,40 @@ static void break_pool(thread_pool *p, int rc)
     }
 }
 
+/* lock held.  Thread w leaves the pool; true if it must free it (the last
+ * thread of an orphaned pool).  Decided under the same lock as the reason
+ * to leave, so that nobody counts on a thread that is gone: a blocked
+ * thread compensates only when every thread alive is blocked. */
+static bool leave_locked(thread_pool *p, worker *w)
+{
+    atomic_fetch_sub_explicit(&p->avail, 1, memory_order_seq_cst);
+    w->running = false;
+    int alive = atomic_fetch_sub_explicit(&p->alive, 1, memory_order_relaxed) -
+                1;
+    if (alive > 0 &&
+        alive == atomic_load_explicit(&p->blocked, memory_order_relaxed) &&
+        work_visible(p))
+        ensure_progress_locked(p, false);
+    pthread_cond_broadcast(&p->space_cv); /* cf_shutdown(wait) watches alive */
+    return p->orphaned && alive == 0;
+}
+
 #define SPIN_NS 20000
 
 /*
  * An idle thread polls the queues for a few microseconds (no lock, no
  * system call on either side when work arrives meanwhile), then sleeps.
- * Returns false if the thread should exit: an extra thread (more than
- * max_workers alive) that found nothing to do.
+ * Returns false if the thread has left the pool (leave_locked): a
+ * compensating thread that found nothing to do; *free_it is then set if
+ * it must free the pool.
  */
-static bool idle_wait(thread_pool *p, worker *w, uint64_t *busy_since)
+static bool idle_wait(thread_pool *p, worker *w, uint64_t *busy_since,
+                      bool *free_it)
 {
     atomic_fetch_add_explicit(&p->spinning, 1, memory_order_seq_cst);
     uint64_t until = cf__now_ns() + SPIN_NS;
     for (unsigned i = 1;; i++) {
-        if (work_visible(p) || stopping(p)) {
+        if (runnable(p, w) || stopping(p)) {
             /* The last spinner to leave with work wakes a sleeper: more
              * of it may be waiting (pushers saw us and did not wake). */
             if (atomic_fetch_sub_explicit(&p->spinning, 1,
@@ -476,15 +548,24 @@ static bool idle_wait(thread_pool *p, worker *w, uint64_t *busy_since)
             break;
     }
     pthread_mutex_lock(&p->lock);
-    if (atomic_load_explicit(&p->alive, memory_order_relaxed) >
-        p->base.max_workers) { /* a compensating thread, no longer needed */
-        atomic_fetch_sub_explicit(&p->spinning, 1, memory_order_seq_cst);
-        pthread_mutex_unlock(&p->lock);
-        return false;
-    }
-    sleep_list_add_locked(p, w);
+    /* A compensating thread exits instead of sleeping: only threads that
+     * may steal sleep on the list (a wake-up is for any queued task). */
+    bool extra = !regular(p, w);
+    if (!extra)
+        sleep_list_add_locked(p, w);
     atomic_fetch_sub_explicit(&p->spinning, 1, memory_order_seq_cst);
-    if (!work_visible(p) && !stopping(p)) {
+    /* After leaving the spinners (a pusher that saw us spinning relied on
+     * us), look once more. */
+    bool work = runnable(p, w) || stopping(p);
+    if (extra) {
+        if (!work) {
+            cf__stats_busy(&p->base, cf__now_ns() - *busy_since);
+            *free_it = leave_locked(p, w);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return work;
+    }
+    if (!work) {
         cf__stats_busy(&p->base, cf__now_ns() - *busy_since);
         pthread_cond_wait(&w->cv, &p->lock);
         *busy_since = cf__now_ns();
@@ -541,6 +622,7 @@ static void *worker_main(void *arg)
     /* Busy time is counted from wake-up to sleep, not per task: two clock
      * reads per sleep instead of two per task. */
     uint64_t busy_since = cf__now_ns();
+    bool left = false, free_it = false;
     while (rc == 0) {
         cf_future *f = find_work(p, w);
         if (f != NULL) {
@@ -550,19 +632,19 @@ static void *worker_main(void *arg)
         }
         if (stopping(p))
             break;
-        if (!idle_wait(p, w, &busy_since))
+        if (!idle_wait(p, w, &busy_since, &free_it)) {
+            left = true;
             break;
+        }
     }
-    cf__stats_busy(&p->base, cf__now_ns() - busy_since);
     cf__current_helper = NULL;
-    pthread_mutex_lock(&p->lock);
-    atomic_fetch_sub_explicit(&p->avail, 1, memory_order_seq_cst);
-    w->running = false;
-    int alive = atomic_fetch_sub_explicit(&p->alive, 1, memory_order_relaxed);
-    bool last_orphan = p->orphaned && alive == 1;
-    pthread_cond_broadcast(&p->space_cv); /* cf_shutdown(wait) watches alive */
-    pthread_mutex_unlock(&p->lock);
-    if (last_orphan)
+    if (!left) {
+        cf__stats_busy(&p->base, cf__now_ns() - busy_since);
+        pthread_mutex_lock(&p->lock);
+        free_it = leave_locked(p, w);
+        pthread_mutex_unlock(&p->lock);
+    }
+    if (free_it)
         free_pool(p);
     return NULL;
 }
@@ -585,13 +667,20 @@ static bool run_one(cf_helper *h)
     return true;
 }
 
+/* Returns false, the lock kept, if there is nothing this thread may run;
+ * else drops the lock, runs a task (unless another thread took it first)
+ * and returns true: the caller must look at what it waits for again, since
+ * it may have missed its wake-up meanwhile. */
 static bool run_one_locked(cf_helper *h)
 {
-    thread_pool *p = ((worker *)h)->pool;
+    worker *w = (worker *)h;
+    thread_pool *p = w->pool;
+    if (!stack_ok(w) || !runnable(p, w))
+        return false;
     pthread_mutex_unlock(&p->lock);
-    bool ran = run_one(h);
+    run_one(h);
     pthread_mutex_lock(&p->lock);
-    return ran;
+    return true;
 }
 
 /* lock held.  The caller found nothing to run and its wait is not over:
@@ -607,25 +696,60 @@ static int sleep_locked(cf_helper *h, const cf_deadline *d)
      * or the wait loop would spin. */
     bool can_help = (uintptr_t)__builtin_frame_address(0) >
                     w->stack_limit + 8192;
-    bool work = work_visible(p);
+    bool work = runnable(p, w);
     if (can_help && work)
         return 0; /* the caller runs it */
     atomic_fetch_add_explicit(&p->blocked, 1, memory_order_relaxed);
-    if (can_help) {
+    /* Only a thread that may steal waits for new work on the list (a
+     * wake-up is for any queued task); a compensating thread sleeps until
+     * what it waits for is done. */
+    bool listed = can_help && regular(p, w);
+    if (listed) {
         sleep_list_add_locked(p, w);
         atomic_fetch_add_explicit(&p->avail, 1, memory_order_seq_cst);
-        work = work_visible(p); /* after registering (see top) */
-    } else if (work) {
-        ensure_progress_locked(p, true); /* we cannot run it */
+        work = runnable(p, w); /* after registering (see top) */
+    } else if (!can_help) {
+        /* At the margin.  If what we wait for is queued in our deque,
+         * hand it and the tasks queued after it (which we would have run
+         * first) to threads with stack to spare (handed_pop), newest
+         * first, and make sure one runs them.  Older tasks stay: they wait
+         * for us, as they would have.  Waiting for several futures
+         * (cf_wait), we cannot tell: hand all. */
+        cf_future *awaited = h->awaited, *list = NULL, **tail = &list, *f;
+        size_t n = 0;
+        if (awaited == NULL || cf__deque_holds(&w->dq, awaited))
+            while ((f = cf__deque_pop(&w->dq)) != NULL) {
+                *tail = f;
+                tail = &f->next;
+                n++;
+                if (f == awaited)
+                    break;
+            }
+        if (n > 0) {
+            *tail = p->handed;
+            p->handed = list;
+            atomic_fetch_add_explicit(&p->nhanded, n, memory_order_seq_cst);
+        }
+        if (n > 0 || work_visible(p))
+            ensure_progress_locked(p, true);
     }
     int rc = 0;
     if (!(can_help && work))
         rc = cf__cond_wait(&w->cv, &p->lock, d);
-    if (can_help) {
+    /* Taken off the list by a waker: woken for work, which this thread
+     * must now run, even if what it waits for is done meanwhile, or
+     * nobody else may (the waker woke only us). */
+    bool for_work = listed && !w->sleeping;
+    if (listed) {
         sleep_list_remove_locked(p, w);
         atomic_fetch_sub_explicit(&p->avail, 1, memory_order_seq_cst);
     }
     atomic_fetch_sub_explicit(&p->blocked, 1, memory_order_relaxed);
+    if (for_work) {
+        pthread_mutex_unlock(&p->lock);
+        run_one(h);
+        pthread_mutex_lock(&p->lock);
+    }
     return rc;
 }
 

@@ -511,7 +511,7 @@ static void test_nested_wait_on_cancelled_child(void)
 #endif
 #endif
 #ifdef SANITIZED
-enum { FIB_N = 20, TREE_N = 100000, QUEENS_N = 8, FAN_OUT = 3000 };
+enum { FIB_N = 25, TREE_N = 1000000, QUEENS_N = 12, FAN_OUT = 30000 };
 #else
 enum { FIB_N = 25, TREE_N = 1000000, QUEENS_N = 12, FAN_OUT = 30000 };
 #endif
