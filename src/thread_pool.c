@@ -378,6 +378,9 @@ static bool start_thread_locked(thread_pool *p)
         w->started = true;
     w->running = true;
     atomic_fetch_add_explicit(&p->alive, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->base.stats.workers, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->base.stats.worker_starts, 1,
+                              memory_order_relaxed);
     atomic_fetch_add_explicit(&p->avail, 1, memory_order_seq_cst);
     return true;
 }
@@ -506,6 +509,7 @@ static bool leave_locked(thread_pool *p, worker *w)
 {
     atomic_fetch_sub_explicit(&p->avail, 1, memory_order_seq_cst);
     w->running = false;
+    atomic_fetch_sub_explicit(&p->base.stats.workers, 1, memory_order_relaxed);
     int alive = atomic_fetch_sub_explicit(&p->alive, 1, memory_order_relaxed) -
                 1;
     if (alive > 0 &&
