@@ -500,8 +500,10 @@ static void test_nested_wait_on_cancelled_child(void)
  * and 8 threads whose stacks are 256 KiB.  Before the work-stealing
  * scheduler, a waiting thread ran the *oldest* queued task on its stack,
  * and these overflowed it (fib(21) on one thread).  Sizes: the issue's in
- * the plain build; smaller under ASan and TSan, which run each task 10-50
- * times slower, so that the file stays under about a minute there.
+ * the plain build (fib(25), 1,000,000 tasks, 12 queens, 30,000 x 4);
+ * under ASan and TSan, which run each task 10-50 times slower, the tree
+ * has 200,000 tasks and the board 10 queens, so that the file stays under
+ * about a minute there.
  */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SANITIZED 1
@@ -511,7 +513,7 @@ static void test_nested_wait_on_cancelled_child(void)
 #endif
 #endif
 #ifdef SANITIZED
-enum { FIB_N = 25, TREE_N = 1000000, QUEENS_N = 12, FAN_OUT = 30000 };
+enum { FIB_N = 25, TREE_N = 200000, QUEENS_N = 10, FAN_OUT = 30000 };
 #else
 enum { FIB_N = 25, TREE_N = 1000000, QUEENS_N = 12, FAN_OUT = 30000 };
 #endif
