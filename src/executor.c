@@ -58,10 +58,18 @@ bool cf__inherited(const cf_executor *ex)
            atomic_load_explicit(&fork_gen, memory_order_relaxed);
 }
 
+/* The hook a failed future of ours keeps (future.c asks through
+ * cf__future_hook_source, so that the future layer knows no executor). */
+static cf_hook *hook_of(const cf_future *f)
+{
+    return f->ex ? cf__hook_retain(atomic_load(&f->ex->hook)) : NULL;
+}
+
 void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
                        int max_workers)
 {
     static _Atomic int next_id = 1;
+    cf__future_hook_source(hook_of);
     pthread_once(&fork_once, watch_forks);
     ex->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     ex->vt = vt;
@@ -133,39 +141,6 @@ int cf_executor_stats(const cf_executor *ex, cf_stats *out)
 /* Errors nobody read                                                        */
 /* ------------------------------------------------------------------------ */
 
-static void print_unobserved(cf_future *f, const cf_error *err, void *arg)
-{
-    (void)arg;
-    char d[256];
-    fprintf(stderr, "cfutures: a future's error was never read: %s (%s%s%s)\n",
-            cf_describe(f, d, sizeof d), cf_err_name(err->status),
-            *err->message ? ": " : "", err->message);
-}
-
-static cf_hook default_hook = {.refs = 1, .fn = print_unobserved};
-
-cf_hook *cf__hook_retain(cf_hook *h)
-{
-    if (h != NULL && h != &default_hook)
-        atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
-    return h;
-}
-
-void cf__hook_release(cf_hook *h)
-{
-    if (h != NULL && h != &default_hook &&
-        atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
-        free(h);
-}
-
-void cf__hook_call(cf_hook *h, cf_future *f, const cf_error *err)
-{
-    if (h == NULL)
-        h = &default_hook;
-    if (h->fn != NULL)
-        h->fn(f, err, h->arg);
-}
-
 int cf_executor_set_error_hook(cf_executor *ex, cf_error_hook fn, void *arg)
 {
     if (ex == NULL)
@@ -178,12 +153,6 @@ int cf_executor_set_error_hook(cf_executor *ex, cf_error_hook fn, void *arg)
     h->arg = arg;
     cf__hook_release(atomic_exchange(&ex->hook, h));
     return CF_OK;
-}
-
-void cf_set_default_error_hook(cf_error_hook fn, void *arg)
-{
-    default_hook.fn = fn;
-    default_hook.arg = arg;
 }
 
 int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,

@@ -127,6 +127,58 @@ void cf__outcome_clear(cf_outcome *o)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Errors nobody read                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void print_unobserved(cf_future *f, const cf_error *err, void *arg)
+{
+    (void)arg;
+    char d[256];
+    fprintf(stderr, "cfutures: a future's error was never read: %s (%s%s%s)\n",
+            cf_describe(f, d, sizeof d), cf_err_name(err->status),
+            *err->message ? ": " : "", err->message);
+}
+
+static cf_hook default_hook = {.refs = 1, .fn = print_unobserved};
+
+cf_hook *cf__hook_retain(cf_hook *h)
+{
+    if (h != NULL && h != &default_hook)
+        atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+    return h;
+}
+
+void cf__hook_release(cf_hook *h)
+{
+    if (h != NULL && h != &default_hook &&
+        atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+        free(h);
+}
+
+void cf__hook_call(cf_hook *h, cf_future *f, const cf_error *err)
+{
+    if (h == NULL)
+        h = &default_hook;
+    if (h->fn != NULL)
+        h->fn(f, err, h->arg);
+}
+
+void cf_set_default_error_hook(cf_error_hook fn, void *arg)
+{
+    default_hook.fn = fn;
+    default_hook.arg = arg;
+}
+
+/* Where a failed future finds its hook: set by the executor layer (a
+ * future knows no executor); NULL: the default hook. */
+static _Atomic(cf_hook *(*)(const cf_future *)) hook_source;
+
+void cf__future_hook_source(cf_hook *(*fn)(const cf_future *f))
+{
+    atomic_store_explicit(&hook_source, fn, memory_order_release);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
@@ -478,7 +530,9 @@ void cf__future_publish(cf_future *f)
             free(o->v.ptr);
         o->len = 0;
         o->kind = CF_KIND_NONE;
-        o->v.ptr = f->ex ? cf__hook_retain(atomic_load(&f->ex->hook)) : NULL;
+        cf_hook *(*src)(const cf_future *) =
+            atomic_load_explicit(&hook_source, memory_order_acquire);
+        o->v.ptr = src ? src(f) : NULL;
     }
     uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
     uint32_t n;

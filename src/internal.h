@@ -204,6 +204,23 @@ static inline int32_t *cf__queued_priority(cf_future *f)
     return &f->out.code;
 }
 
+/* The unobserved-error hook (future.c): an executor's is shared with the
+ * failed futures that may outlive it (reference counted). */
+typedef struct cf_hook {
+    _Atomic uint32_t refs;
+    cf_error_hook fn;
+    void *arg;
+} cf_hook;
+
+CF_HIDDEN cf_hook *cf__hook_retain(cf_hook *h);
+CF_HIDDEN void cf__hook_release(cf_hook *h);
+/** Tells hook h (NULL: the default hook) that f's error went unread. */
+CF_HIDDEN void cf__hook_call(cf_hook *h, cf_future *f, const cf_error *err);
+/** Sets where a future that fails finds its hook (a reference, or NULL for
+ *  the default): the executor layer registers it, so that future.c does
+ *  not call into executor.c. */
+CF_HIDDEN void cf__future_hook_source(cf_hook *(*fn)(const cf_future *f));
+
 /** Allocates a future; with the caller's reference. */
 CF_HIDDEN cf_future *cf__future_alloc(void);
 /** Sets the argument of a future that is about to be queued. */
@@ -333,19 +350,6 @@ typedef struct cf_executor_vtable {
      * destroy must not block; the last of them frees the memory. */
     void (*destroy)(struct cf_executor *ex);
 } cf_executor_vtable;
-
-/* The unobserved-error hook of an executor, shared with the failed futures
- * that may outlive it (reference counted). */
-typedef struct cf_hook {
-    _Atomic uint32_t refs;
-    cf_error_hook fn;
-    void *arg;
-} cf_hook;
-
-CF_HIDDEN cf_hook *cf__hook_retain(cf_hook *h);
-CF_HIDDEN void cf__hook_release(cf_hook *h);
-/** Tells hook h (NULL: the default hook) that f's error went unread. */
-CF_HIDDEN void cf__hook_call(cf_hook *h, cf_future *f, const cf_error *err);
 
 struct cf_executor {
     const cf_executor_vtable *vt;
