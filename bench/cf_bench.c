@@ -23,6 +23,7 @@
  *   seed_speedup_thread   serial time / map time, the sum workload     x
  *   seed_speedup_process  the same on a process pool                   x
  *   memory_per_future     RSS growth per pending standalone future     B
+ *   nested_*              fork-join kernels (peers/nested_kernels.h)
  */
 #include "cfutures.h"
 #ifdef CF_BENCH_MPI
@@ -404,18 +405,86 @@ static void bench_memory_per_future(const char *bench, size_t n)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Nested (fork-join) kernels: spawn = cf_submit, join = cf_result         */
+/* ------------------------------------------------------------------------ */
+
+static cf_executor *nk_ex;
+
+typedef struct nk_group {
+    cf_future *fs[32];
+    int n;
+} nk_group;
+
+typedef struct nk_thunk {
+    void (*fn)(void *);
+    void *arg;
+} nk_thunk;
+
+static void nk_task(cf_call *c)
+{
+    nk_thunk t;
+    memcpy(&t, cf_arg(c, NULL), sizeof t);
+    t.fn(t.arg);
+}
+
+static void nk_spawn(nk_group *g, void (*fn)(void *), void *arg)
+{
+    nk_thunk t = {fn, arg};
+    cf_future *f = cf_submit(nk_ex, nk_task, &t, sizeof t);
+    if (f == NULL)
+        die("cf_submit", cf_last_error());
+    g->fs[g->n++] = f;
+}
+
+static void nk_wait(nk_group *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        int rc = cf_result(g->fs[i], CF_FOREVER, NULL, NULL);
+        if (rc != CF_OK)
+            die("cf_result", rc);
+        cf_future_release(g->fs[i]);
+    }
+    g->n = 0;
+}
+
+static const char *nk_impl = "cfutures";
+#define NK_GROUP nk_group
+#define NK_INIT(g) ((g).n = 0)
+#define NK_SPAWN(g, f, a) nk_spawn(&(g), (f), (a))
+#define NK_WAIT(g) nk_wait(&(g))
+#include "peers/nested_kernels.h"
+
+static void nk_run_root(void (*root)(void *), void *frame)
+{
+    nk_group g;
+    NK_INIT(g);
+    nk_spawn(&g, root, frame);
+    nk_wait(&g);
+}
+
+/* ------------------------------------------------------------------------ */
 
 static const struct {
     const char *name;
     size_t default_n;
 } BENCHES[] = {
-    {"thread_submit_result", 200000},  {"thread_map", 200000},
-    {"future_set_result", 1000000},    {"as_completed_done", 1000000},
-    {"process_submit_result", 100000}, {"process_map_chunked", 1000000},
-    {"seed_speedup_thread", 64},       {"seed_speedup_process", 64},
+    {"thread_submit_result", 200000},
+    {"thread_map", 200000},
+    {"future_set_result", 1000000},
+    {"as_completed_done", 1000000},
+    {"process_submit_result", 100000},
+    {"process_map_chunked", 1000000},
+    {"seed_speedup_thread", 64},
+    {"seed_speedup_process", 64},
     {"memory_per_future", 1000000},
+    {"nested_fib_nocutoff", 25},
+    {"nested_fib", 38},
+    {"nested_nqueens", 12},
+    {"nested_nqueens_placement", 12},
+    {"nested_sort", 16777216},
 #ifdef CF_BENCH_MPI
-    {"mpi_submit_result", 20000},      {"mpi_map_chunked", 1000000},
+    {"mpi_submit_result", 20000},
+    {"mpi_map_chunked", 1000000},
 #endif
 };
 
@@ -471,6 +540,12 @@ int main(int argc, char **argv)
         return 0;
     }
 #endif
+    if (strncmp(bench, "nested_", 7) == 0) {
+        nk_ex = make_pool(false);
+        int rc = nk_main(bench, n);
+        cf_executor_free(nk_ex);
+        return rc;
+    }
     if (strcmp(bench, "thread_submit_result") == 0)
         bench_submit_result(bench, false, n);
     else if (strcmp(bench, "process_submit_result") == 0)

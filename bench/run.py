@@ -86,6 +86,20 @@ BENCHES = [
      "peers": []},
     {"bench": "seed_speedup_process", "unit": "x", "n": 64, "quick_n": 64,
      "peers": []},
+    # Fork-join kernels (bench/peers/nested_kernels.h), the same adapter
+    # for each implementation; n is fib's n, the board size, the array
+    # length.
+    {"bench": "nested_fib_nocutoff", "unit": "ns/task", "n": 25, "quick_n": 20,
+     "peers": [impl("onetbb_task_group"), impl("openmp_task")]},
+    {"bench": "nested_fib", "unit": "x", "n": 38, "quick_n": 30,
+     "peers": [impl("onetbb_task_group"), impl("openmp_task")]},
+    {"bench": "nested_nqueens", "unit": "x", "n": 12, "quick_n": 9,
+     "peers": [impl("onetbb_task_group"), impl("openmp_task")]},
+    {"bench": "nested_nqueens_placement", "unit": "ns/task", "n": 12,
+     "quick_n": 9,
+     "peers": [impl("onetbb_task_group"), impl("openmp_task")]},
+    {"bench": "nested_sort", "unit": "x", "n": 16_777_216, "quick_n": 1_048_576,
+     "peers": [impl("onetbb_task_group"), impl("openmp_task")]},
     {"bench": "memory_per_future", "unit": "B",
      "n": 1_000_000, "quick_n": 100_000,
      "peers": [impl("python")]},
@@ -97,6 +111,11 @@ C_PEERS = {
     "openmp_task": "peer_openmp_task",
     "rvaser_thread_pool": "peer_rvaser_thread_pool",
     "c_thread_pool": "peer_c_thread_pool",
+}
+# The nested_* rows run these instead (BENCH N on the command line).
+NESTED_PEERS = {
+    "onetbb_task_group": "peer_nested_onetbb",
+    "openmp_task": "peer_nested_openmp",
 }
 # Python peers: script and the module it needs.
 PY_PEERS = {
@@ -143,6 +162,10 @@ class Runner:
             if row.get("mpi") and not mpirun:
                 return "mpirun not installed"
             return None
+        if row["bench"].startswith("nested_") and name in NESTED_PEERS:
+            if not os.path.exists(os.path.join(self.bin, NESTED_PEERS[name])):
+                return "not built (bench/install-peers.sh, then reconfigure)"
+            return None
         if name in C_PEERS:
             if not os.path.exists(os.path.join(self.bin, C_PEERS[name])):
                 return "not built (bench/install-peers.sh, then reconfigure)"
@@ -182,6 +205,8 @@ class Runner:
         if name == OURS:
             cmd = [os.path.join(self.bin, "cf_bench"), bench, n]
             return self.mpirun() + cmd if row.get("mpi") else cmd
+        if bench.startswith("nested_") and name in NESTED_PEERS:
+            return [os.path.join(self.bin, NESTED_PEERS[name]), bench, n]
         if name in C_PEERS:
             return [os.path.join(self.bin, C_PEERS[name]), n]
         if name == "pipe_pingpong":
