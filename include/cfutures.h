@@ -376,6 +376,10 @@ typedef struct cf_thread_pool_opts {
      *  size; 0 means 8 MiB.  Below CF_THREAD_POOL_MIN_STACK (or above
      *  1 GiB) cf_thread_pool fails with CF_EINVAL. */
     size_t stack_size;
+    /** Seconds a thread may sit idle before it exits; threads start again
+     *  on demand.  0 (or CF_FOREVER) = keep them, as Python does.  For
+     *  servers with bursty load (the guide's "Elastic pools"). */
+    double idle_timeout;
 } cf_thread_pool_opts;
 
 /** The smallest cf_thread_pool_opts.stack_size (128 KiB). */
@@ -450,9 +454,10 @@ typedef struct cf_task_opts {
                           is never passed by one submitted more than
                           (difference of priorities) x CF_PRIORITY_AGING
                           seconds after it.  Running tasks are not
-                          pre-empted.  Process pool and the MPI pool's
-                          queue; the thread pool ignores it for now (the
-                          guide's "Priorities"). */
+                          pre-empted.  Every executor: on a thread pool
+                          it orders the tasks submitted from outside the
+                          pool (and prioritised ones from inside); the
+                          guide's "Priorities". */
 } cf_task_opts;
 
 /** Seconds of waiting worth one priority level (cf_task_opts.priority). */

@@ -44,6 +44,7 @@
 #include "internal.h"
 
 #include "deque.h"
+#include "fqueue.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -80,7 +81,7 @@ struct thread_pool {
     cf_executor base;
     pthread_mutex_t lock;
     pthread_cond_t space_cv; /* bounded-queue submitters; shutdown(wait) */
-    cf_future *head, *tail;  /* the injection queue (lock) */
+    cf_fqueue q;             /* the injection queue (lock), by priority */
     _Atomic size_t injected; /* its length (written under lock) */
     cf_future *handed;       /* handed off by blocked threads (lock) */
     _Atomic size_t nhanded;  /* its length (written under lock) */
@@ -103,6 +104,7 @@ struct thread_pool {
     void *initarg;
     char prefix[32];
     size_t stack_size;
+    uint64_t idle_ns;      /* idle_timeout; 0 = forever */
     int cap;               /* slots: max_workers + MAX_COMPENSATION */
     _Atomic int nslots;    /* slots ever used: thieves look below it */
     worker *_Atomic *slot; /* cap entries; a worker is never freed before
@@ -155,13 +157,9 @@ static void dequeued(thread_pool *p, size_t n)
 /* lock held */
 static cf_future *inject_pop_locked(thread_pool *p)
 {
-    cf_future *f = p->head;
+    cf_future *f = cf__fq_pop(&p->q);
     if (f == NULL)
         return NULL;
-    p->head = f->next;
-    if (p->head == NULL)
-        p->tail = NULL;
-    f->next = NULL;
     atomic_fetch_sub_explicit(&p->injected, 1, memory_order_seq_cst);
     return f;
 }
@@ -436,11 +434,10 @@ static void free_pool(thread_pool *p)
  * list linked through next, in no particular order. */
 static cf_future *take_all_locked(thread_pool *p)
 {
-    cf_future *all = p->head, **tail = &all;
+    cf_future *all = cf__fq_take_all(&p->q), **tail = &all;
     size_t n = atomic_load_explicit(&p->injected, memory_order_relaxed);
     while (*tail != NULL)
         tail = &(*tail)->next;
-    p->head = p->tail = NULL;
     atomic_store_explicit(&p->injected, 0, memory_order_seq_cst);
     *tail = p->handed;
     n += atomic_load_explicit(&p->nhanded, memory_order_relaxed);
@@ -571,7 +568,26 @@ static bool idle_wait(thread_pool *p, worker *w, uint64_t *busy_since,
     }
     if (!work) {
         cf__stats_busy(&p->base, cf__now_ns() - *busy_since);
-        pthread_cond_wait(&w->cv, &p->lock);
+        if (p->idle_ns == 0) {
+            pthread_cond_wait(&w->cv, &p->lock);
+        } else { /* elastic: leave after idle_timeout without work */
+            cf_deadline d;
+            cf__deadline((double)p->idle_ns / 1e9, &d);
+            int e = 0;
+            while (w->sleeping && e != ETIMEDOUT)
+                e = cf__cond_wait(&w->cv, &p->lock, &d);
+            if (w->sleeping && !runnable(p, w) && !stopping(p)) {
+                /* Still asleep (nobody woke it for work): it leaves,
+                 * under the lock that submitters take, so one that comes
+                 * next counts one thread fewer and starts another. */
+                sleep_list_remove_locked(p, w);
+                atomic_fetch_add_explicit(&p->base.stats.idle_exits, 1,
+                                          memory_order_relaxed);
+                *free_it = leave_locked(p, w);
+                pthread_mutex_unlock(&p->lock);
+                return false;
+            }
+        }
         *busy_since = cf__now_ns();
     }
     sleep_list_remove_locked(p, w);
@@ -828,7 +844,10 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
         if (rc != CF_OK)
             return rc;
     }
-    if (self != NULL && cf__deque_push(&self->dq, f) == CF_OK) {
+    /* A prioritised task goes to the injection queue, which is ordered by
+     * priority (fqueue.c), even from inside the pool. */
+    if (self != NULL && *cf__queued_priority(f) == 0 &&
+        cf__deque_push(&self->dq, f) == CF_OK) {
         notify(p);
         return CF_OK;
     }
@@ -846,19 +865,14 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
             dequeued(p, 1);
         return rc;
     }
-    f->next = NULL;
-    if (p->tail)
-        p->tail->next = f;
-    else
-        p->head = f;
-    p->tail = f;
+    cf__fq_push(&p->q, f);
     size_t inj =
         atomic_fetch_add_explicit(&p->injected, 1, memory_order_seq_cst) + 1;
     int alive = atomic_load_explicit(&p->alive, memory_order_relaxed);
     if ((size_t)atomic_load_explicit(&p->avail, memory_order_seq_cst) < inj &&
         alive < p->base.max_workers && !start_thread_locked(p) && alive == 0) {
         /* No thread at all and none can start: undo, report. */
-        p->head = p->tail = NULL;
+        cf__fq_take_all(&p->q);
         atomic_store_explicit(&p->injected, 0, memory_order_seq_cst);
         pthread_mutex_unlock(&p->lock);
         if (p->max_queued != 0)
@@ -959,7 +973,8 @@ cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts)
     static const cf_thread_pool_opts defaults;
     if (opts == NULL)
         opts = &defaults;
-    if (opts->max_workers < 0)
+    if (opts->max_workers < 0 || !(opts->idle_timeout >= 0) ||
+        (opts->idle_timeout > 1e9 && opts->idle_timeout != CF_FOREVER))
         return cf__fail_null(CF_EINVAL);
     size_t stack = opts->stack_size ? opts->stack_size : DEFAULT_STACK;
     if (stack < MIN_STACK || stack > MAX_STACK)
@@ -985,6 +1000,9 @@ cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts)
     p->slot = slot;
     p->cap = cap;
     p->stack_size = stack;
+    p->idle_ns = opts->idle_timeout == CF_FOREVER
+                     ? 0
+                     : (uint64_t)(opts->idle_timeout * 1e9);
     /* Adaptive: spins a little before sleeping in the kernel.  The lock is
      * held for a few instructions, so a contended acquisition almost
      * always gets it while spinning, without the futex wait and wake. */

@@ -62,6 +62,29 @@ static int open_fds(void)
     return n - 1; /* the directory's own */
 }
 
+/* Our threads whose name starts with prefix (/proc/self/task/N/comm). */
+static int threads_named(const char *prefix)
+{
+    DIR *d = opendir("/proc/self/task");
+    ASSERT(d != NULL);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[64] = {0};
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (f == NULL)
+            continue;
+        if (fgets(comm, sizeof comm, f) != NULL &&
+            strncmp(comm, prefix, strlen(prefix)) == 0)
+            n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
 static void stats_of(cf_executor *ex, cf_stats *s)
 {
     ASSERT_OK(cf_executor_stats(ex, s));
@@ -142,6 +165,67 @@ static void test_process_submit_races_idle_exit(void)
     cf_executor_free(ex);
 }
 
+/* Thread pool: after the timeout no thread of the pool is left (read from
+ * /proc/self/task); a submit starts threads again. */
+static void test_threads_exit_when_idle(void)
+{
+    cf_executor *ex =
+        cf_thread_pool(&(cf_thread_pool_opts){.max_workers = 3,
+                                              .thread_name_prefix = "elastic",
+                                              .idle_timeout = 0.05});
+    ASSERT(ex != NULL);
+    run_tasks(ex, 30);
+    cf_stats s;
+    stats_of(ex, &s);
+    ASSERT(s.worker_starts >= 1 && s.worker_starts <= 3);
+    double until = now_s() + LIVENESS;
+    for (;;) {
+        stats_of(ex, &s);
+        if (s.workers == 0 && threads_named("elastic") == 0)
+            break;
+        ASSERT(now_s() < until);
+        usleep(5000);
+    }
+    ASSERT_EQ(s.idle_exits, s.worker_starts);
+    uint64_t starts = s.worker_starts;
+    run_tasks(ex, 10);
+    stats_of(ex, &s);
+    ASSERT(s.worker_starts > starts);
+    ASSERT_EQ(s.done, 40);
+    cf_executor_free(ex);
+    ASSERT_EQ(threads_named("elastic"), 0);
+}
+
+static void *thread_submitter(void *arg)
+{
+    cf_executor *ex = arg;
+    unsigned seed = (unsigned)(uintptr_t)pthread_self();
+    for (int i = 0; i < 300; i++) {
+        run_tasks(ex, 1 + (int)(rand_r(&seed) % 4));
+        if (rand_r(&seed) % 2)
+            usleep(rand_r(&seed) % 3000);
+    }
+    return NULL;
+}
+
+/* Submits from two threads race the exits: every task runs once. */
+static void test_thread_submit_races_idle_exit(void)
+{
+    cf_executor *ex = cf_thread_pool(
+        &(cf_thread_pool_opts){.max_workers = 2, .idle_timeout = 0.001});
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ(pthread_create(&t[i], NULL, thread_submitter, ex), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    cf_stats s;
+    stats_of(ex, &s);
+    ASSERT_EQ(s.failed + s.crashed + s.cancelled, 0);
+    ASSERT_EQ(s.done, s.submitted);
+    ASSERT(s.idle_exits >= 1);
+    cf_executor_free(ex);
+}
+
 /* idle_timeout = 0 keeps the workers (as before); bad values are refused. */
 static void test_idle_timeout_values(void)
 {
@@ -162,7 +246,11 @@ static void test_idle_timeout_values(void)
     ASSERT(cf_process_pool(&(cf_process_pool_opts){.idle_timeout = NAN}) ==
            NULL);
     ASSERT_ST(cf_last_error(), CF_EINVAL);
+    ASSERT(cf_thread_pool(&(cf_thread_pool_opts){.idle_timeout = -0.5}) ==
+           NULL);
+    ASSERT_ST(cf_last_error(), CF_EINVAL);
 }
 
 TEST_MAIN(T(test_process_workers_exit_when_idle),
+          T(test_threads_exit_when_idle), T(test_thread_submit_races_idle_exit),
           T(test_process_submit_races_idle_exit), T(test_idle_timeout_values))

@@ -104,6 +104,11 @@ static void test_process_pool_priority_order(void)
     check_order(true);
 }
 
+static void test_thread_pool_priority_order(void)
+{
+    check_order(false);
+}
+
 /* All equal (the default 0, or any one value): submission order. */
 static void test_equal_priorities_keep_order(void)
 {
@@ -151,6 +156,54 @@ static void test_process_pool_mixed_load(void)
     cf_executor_free(ex);
 }
 
+static void test_thread_pool_mixed_load(void)
+{
+    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){.max_workers = 3});
+    load(ex, 20000);
+    cf_executor_free(ex);
+}
+
+/* Prioritised tasks submitted from inside the pool, while it is busy with
+ * fork-join work: every one ends. */
+static cf_executor *inner_pool;
+
+static void t_spawner(cf_call *c)
+{
+    int64_t n = cf_arg_i64(c);
+    cf_future *fs[8];
+    for (int i = 0; i < 8; i++)
+        fs[i] = cf_submit_ex(inner_pool, t_add_one, &n, sizeof n,
+                             &(cf_task_opts){.priority = i % 3});
+    int64_t sum = 0;
+    for (int i = 0; i < 8; i++) {
+        int64_t v = 0;
+        if (fs[i] == NULL || cf_result_i64(fs[i], LONG_WAIT, &v) != CF_OK) {
+            cf_raise(c, 1, "inner task failed");
+            return;
+        }
+        sum += v;
+        cf_future_release(fs[i]);
+    }
+    cf_return_i64(c, sum);
+}
+
+static void test_thread_pool_priorities_from_inside(void)
+{
+    inner_pool = cf_thread_pool(&(cf_thread_pool_opts){.max_workers = 2});
+    cf_future *fs[200];
+    for (int i = 0; i < 200; i++)
+        fs[i] = cf_submit_ex(inner_pool, t_spawner, &(int64_t){i},
+                             sizeof(int64_t),
+                             &(cf_task_opts){.priority = i % 5});
+    for (int i = 0; i < 200; i++) {
+        int64_t v;
+        ASSERT_OK(cf_result_i64(fs[i], LONG_WAIT, &v));
+        ASSERT_EQ(v, 8 * (i + 1));
+        cf_future_release(fs[i]);
+    }
+    cf_executor_free(inner_pool);
+}
+
 /* A cancelled prioritised task does not run; the others do. */
 static void test_cancel_prioritised(void)
 {
@@ -181,5 +234,7 @@ static void test_cancel_prioritised(void)
 }
 
 TEST_MAIN(T(test_process_pool_priority_order),
+          T(test_thread_pool_priority_order), T(test_thread_pool_mixed_load),
+          T(test_thread_pool_priorities_from_inside),
           T(test_equal_priorities_keep_order), T(test_process_pool_mixed_load),
           T(test_cancel_prioritised))
