@@ -646,7 +646,28 @@ static void *worker_main(void *arg)
     while (rc == 0) {
         cf_future *f = find_work(p, w);
         if (f != NULL) {
-            atomic_fetch_sub_explicit(&p->avail, 1, memory_order_seq_cst);
+            int avail = atomic_fetch_sub_explicit(&p->avail, 1,
+                                                  memory_order_seq_cst) -
+                        1;
+            /* A submit that looked between our pop and this decrement
+             * counted us as available and started no thread for its task;
+             * then start one now (the seq_cst pair: avail here, injected
+             * there; one of the two sees the other). */
+            if ((size_t)(avail < 0 ? 0 : avail) <
+                    atomic_load_explicit(&p->injected, memory_order_seq_cst) &&
+                atomic_load_explicit(&p->alive, memory_order_relaxed) <
+                    p->base.max_workers) {
+                pthread_mutex_lock(&p->lock);
+                if ((size_t)atomic_load_explicit(&p->avail,
+                                                 memory_order_seq_cst) <
+                        atomic_load_explicit(&p->injected,
+                                             memory_order_seq_cst) &&
+                    atomic_load_explicit(&p->alive, memory_order_relaxed) <
+                        p->base.max_workers &&
+                    !stopping(p))
+                    start_thread_locked(p);
+                pthread_mutex_unlock(&p->lock);
+            }
             run_and_release(p, f);
             continue;
         }
