@@ -206,9 +206,9 @@ cf_future *cf_future_new(void)
  * future. */
 #define POISON 0xdeadf00du
 #define QUARANTINE 4096
-static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
-static cf_future *quarantine[QUARANTINE];
-static size_t quarantine_next;
+/* Lock-free, so that a child of fork() never finds it held. */
+static cf_future *_Atomic quarantine[QUARANTINE];
+static _Atomic size_t quarantine_next;
 
 static _Noreturn void misuse(const char *what, const cf_future *f)
 {
@@ -228,12 +228,10 @@ static void check_live(const char *what, cf_future *f, uint32_t refs)
 static void free_future(cf_future *f)
 {
     atomic_store_explicit(&f->refs, POISON, memory_order_relaxed);
-    pthread_mutex_lock(&quarantine_lock);
-    cf_future *old = quarantine[quarantine_next];
-    quarantine[quarantine_next] = f;
-    quarantine_next = (quarantine_next + 1) % QUARANTINE;
-    pthread_mutex_unlock(&quarantine_lock);
-    free(old);
+    size_t i = atomic_fetch_add_explicit(&quarantine_next, 1,
+                                         memory_order_relaxed) %
+               QUARANTINE;
+    free(atomic_exchange_explicit(&quarantine[i], f, memory_order_acq_rel));
 }
 #else
 #define check_live(what, f, refs) ((void)(refs))
