@@ -85,29 +85,80 @@ void cf__executor_init(cf_executor *ex, const cf_executor_vtable *vt,
 /* Statistics                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* The shard this thread counts in (initial-exec: no __tls_get_addr call
+ * on the per-task path). */
+static _Thread_local __attribute__((tls_model("initial-exec")))
+cf_stats_shard *here;
+
+void cf__stats_shard_enter(cf_executor *ex, cf_stats_shard *s)
+{
+    if (s->ex == NULL) {
+        s->ex = ex;
+        cf_stats_shard *head = atomic_load(&ex->shards);
+        do
+            s->next = head;
+        while (!atomic_compare_exchange_weak(&ex->shards, &head, s));
+    }
+    here = s;
+}
+
+void cf__stats_shard_leave(void)
+{
+    here = NULL;
+}
+
+/* Counts in this thread's shard of ex if it has one (one writer: a load
+ * and a release store), else in ex's shared counters. */
+#define BUMP_HERE(ex, field, n)                                               \
+    do {                                                                      \
+        cf_stats_shard *s_ = here;                                            \
+        if (s_ != NULL && s_->ex == (ex))                                     \
+            atomic_store_explicit(                                            \
+                &s_->field,                                                   \
+                atomic_load_explicit(&s_->field, memory_order_relaxed) + (n), \
+                memory_order_release);                                        \
+        else                                                                  \
+            BUMP(ex, field, n);                                               \
+    } while (0)
+
 void cf__stats_started(cf_executor *ex)
 {
-    BUMP(ex, started, 1);
+    BUMP_HERE(ex, started, 1);
 }
 
 void cf__stats_ended(cf_executor *ex, int status)
 {
     if (status == CF_OK)
-        BUMP(ex, ok, 1);
+        BUMP_HERE(ex, ok, 1);
     else if (status == CF_ECRASHED)
-        BUMP(ex, crashed, 1);
+        BUMP_HERE(ex, crashed, 1);
     else
-        BUMP(ex, failed, 1);
+        BUMP_HERE(ex, failed, 1);
 }
 
 void cf__stats_cancelled(cf_executor *ex)
 {
-    BUMP(ex, cancelled, 1);
+    BUMP_HERE(ex, cancelled, 1);
 }
 
 void cf__stats_busy(cf_executor *ex, uint64_t ns)
 {
-    BUMP(ex, busy_ns, ns);
+    BUMP_HERE(ex, busy_ns, ns);
+}
+
+/* A counter: the shared one plus every shard's (acquire: a count read
+ * here covers what its thread counted before it). */
+static uint64_t stat_sum(cf_executor *e, _Atomic uint64_t *shared,
+                         size_t shard_off)
+{
+    uint64_t n = atomic_load_explicit(shared, memory_order_acquire);
+    for (cf_stats_shard *s =
+             atomic_load_explicit(&e->shards, memory_order_acquire);
+         s != NULL; s = s->next)
+        n += atomic_load_explicit(
+            (_Atomic uint64_t *)(void *)((char *)s + shard_off),
+            memory_order_acquire);
+    return n;
 }
 
 int cf_executor_stats(const cf_executor *ex, cf_stats *out)
@@ -115,12 +166,13 @@ int cf_executor_stats(const cf_executor *ex, cf_stats *out)
     if (ex == NULL || out == NULL)
         return CF_EINVAL;
     cf_executor *e = (cf_executor *)ex;
-#define LOAD(field) atomic_load_explicit(&e->stats.field, memory_order_relaxed)
+#define LOAD(field) atomic_load_explicit(&e->stats.field, memory_order_acquire)
+#define SUM(field) stat_sum(e, &e->stats.field, offsetof(cf_stats_shard, field))
     /* Read the ends before the starts before the submits, so that a
      * snapshot taken while tasks run never goes negative. */
-    uint64_t ok = LOAD(ok), failed = LOAD(failed), crashed = LOAD(crashed);
-    uint64_t cancelled = LOAD(cancelled);
-    uint64_t started = LOAD(started);
+    uint64_t ok = SUM(ok), failed = SUM(failed), crashed = SUM(crashed);
+    uint64_t cancelled = SUM(cancelled);
+    uint64_t started = SUM(started);
     uint64_t submitted = LOAD(submitted);
     out->submitted = submitted;
     out->done = ok;
@@ -129,11 +181,12 @@ int cf_executor_stats(const cf_executor *ex, cf_stats *out)
     out->cancelled = cancelled;
     out->running = started - ok - failed - crashed;
     out->queued = submitted - started - cancelled;
-    out->busy_seconds = (double)LOAD(busy_ns) / 1e9;
+    out->busy_seconds = (double)SUM(busy_ns) / 1e9;
     out->workers = LOAD(workers);
     out->worker_starts = LOAD(worker_starts);
     out->idle_exits = LOAD(idle_exits);
 #undef LOAD
+#undef SUM
     return CF_OK;
 }
 

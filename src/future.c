@@ -182,9 +182,9 @@ void cf__future_hook_source(cf_hook *(*fn)(const cf_future *f))
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
-cf_future *cf__future_alloc(void)
+static cf_future *future_alloc(size_t size)
 {
-    cf_future *f = calloc(1, sizeof *f);
+    cf_future *f = cf__fcache_alloc(size);
     if (f == NULL)
         return NULL;
     atomic_init(&f->state, CF_PENDING);
@@ -192,9 +192,16 @@ cf_future *cf__future_alloc(void)
     return f;
 }
 
+cf_future *cf__future_alloc(void)
+{
+    return future_alloc(sizeof(cf_future));
+}
+
+/* A standalone future has no task: its block ends before the task's
+ * fields (internal.h), and ex stays NULL. */
 cf_future *cf_future_new(void)
 {
-    cf_future *f = cf__future_alloc();
+    cf_future *f = future_alloc(CF_FUTURE_BARE_SIZE);
     return f ? f : cf__fail_null(CF_ENOMEM);
 }
 
@@ -231,11 +238,12 @@ static void free_future(cf_future *f)
     size_t i = atomic_fetch_add_explicit(&quarantine_next, 1,
                                          memory_order_relaxed) %
                QUARANTINE;
-    free(atomic_exchange_explicit(&quarantine[i], f, memory_order_acq_rel));
+    cf__fcache_free(
+        atomic_exchange_explicit(&quarantine[i], f, memory_order_acq_rel));
 }
 #else
 #define check_live(what, f, refs) ((void)(refs))
-#define free_future free
+#define free_future cf__fcache_free
 #endif
 
 cf_future *cf_future_retain(cf_future *f)

@@ -180,20 +180,31 @@ struct cf_future {
     _Atomic uint32_t refs;
     cf_listener *listeners; /* guarded by the stripe lock of the future */
     cf_outcome out;
-    /* -- executor side -- */
+    /* -- executor side: a bare future (cf_future_new) has only ex (NULL)
+     * and the four small fields, CF_FUTURE_BARE_SIZE bytes (fcache.c) -- */
+    struct cf_executor *ex; /* not a reference; for helping waits */
+    uint8_t arg_flags;
+    uint8_t retries;  /* process pool: crash retries left */
+    uint16_t chunk;   /* map's chunksize hint: batch this many per frame */
+    float time_limit; /* seconds, 0 = none (process pool) */
+    /* -- the task's own fields: futures of submitted tasks only -- */
     cf_future *next; /* queue link (the executor's) */
     cf_task_fn fn;
-    struct cf_executor *ex; /* not a reference; for helping waits */
     size_t arg_len;
     union {
         unsigned char bytes[CF_INLINE_BYTES];
         const void *ptr;
     } arg;
-    uint8_t arg_flags;
-    uint8_t retries;  /* process pool: crash retries left */
-    uint16_t chunk;   /* map's chunksize hint: batch this many per frame */
-    float time_limit; /* seconds, 0 = none (process pool) */
 };
+
+#define CF_FUTURE_BARE_SIZE offsetof(struct cf_future, next)
+
+/* fcache.c: futures' memory, a per-thread cache of fixed-size blocks.
+ * cf__fcache_alloc returns size zeroed bytes (size is CF_FUTURE_BARE_SIZE
+ * or sizeof(cf_future)), or NULL when out of memory; cf__fcache_free takes
+ * any block it returned, from any thread. */
+CF_HIDDEN void *cf__fcache_alloc(size_t size);
+CF_HIDDEN void cf__fcache_free(void *block);
 
 /* Until a future completes its outcome is not set, and the executor keeps
  * the task's priority (cf_task_opts.priority) in out.code; in a queue
@@ -372,7 +383,24 @@ struct cf_executor {
         _Atomic uint64_t busy_ns;
         _Atomic uint64_t workers, worker_starts, idle_exits;
     } stats;
+    _Atomic(struct cf_stats_shard *) shards; /* per-thread counts, pushed */
 };
+
+/* A pool thread's own statistics (executor.c): the tasks it runs are
+ * counted here, by this thread alone, with a load and a store instead of
+ * an atomic read-modify-write on a line every thread writes;
+ * cf_executor_stats adds the shards to the executor's counts.  Lives as
+ * long as the executor (in the pool's worker). */
+typedef struct cf_stats_shard {
+    struct cf_stats_shard *next; /* the executor's list */
+    cf_executor *ex;             /* set when listed */
+    _Atomic uint64_t started, ok, failed, crashed, cancelled, busy_ns;
+} cf_stats_shard;
+
+/** From now on this thread counts ex's tasks in s (listing s in ex the
+ *  first time); cf__stats_shard_leave() stops it. */
+CF_HIDDEN void cf__stats_shard_enter(cf_executor *ex, cf_stats_shard *s);
+CF_HIDDEN void cf__stats_shard_leave(void);
 
 /** True in a process forked from the one that created ex: its threads and
  *  workers are not there, and its locks may have been copied held. */

@@ -75,6 +75,8 @@ typedef struct worker {
     struct worker *next_sleeper;
     uintptr_t stack_limit; /* no task starts below this frame address */
     uint32_t rng;          /* victim selection */
+    /* written by this thread alone, per task: on a line of its own */
+    _Alignas(64) cf_stats_shard stats;
 } worker;
 
 struct thread_pool {
@@ -344,9 +346,10 @@ static bool start_thread_locked(thread_pool *p)
     if (i == p->cap)
         return false;
     if (w == NULL) {
-        w = calloc(1, sizeof *w);
+        w = aligned_alloc(_Alignof(worker), sizeof *w); /* stats' line */
         if (w == NULL)
             return false;
+        memset(w, 0, sizeof *w);
         if (cf__cond_init(&w->cv) != 0) {
             free(w);
             return false;
@@ -633,6 +636,7 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     stack_init(w);
     cf__current_helper = &w->helper;
+    cf__stats_shard_enter(&p->base, &w->stats);
     cf__trace_tid = w->index;
 
     int rc = p->initializer ? p->initializer(p->initarg) : 0;
@@ -679,6 +683,7 @@ static void *worker_main(void *arg)
         }
     }
     cf__current_helper = NULL;
+    cf__stats_shard_leave();
     if (!left) {
         cf__stats_busy(&p->base, cf__now_ns() - busy_since);
         pthread_mutex_lock(&p->lock);
