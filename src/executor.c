@@ -173,7 +173,7 @@ int cf_executor_stats(const cf_executor *ex, cf_stats *out)
     uint64_t ok = SUM(ok), failed = SUM(failed), crashed = SUM(crashed);
     uint64_t cancelled = SUM(cancelled);
     uint64_t started = SUM(started);
-    uint64_t submitted = LOAD(submitted);
+    uint64_t submitted = SUM(submitted);
     out->submitted = submitted;
     out->done = ok;
     out->failed = failed;
@@ -238,11 +238,14 @@ int cf__submit_into(cf_executor *ex, cf_future *f, cf_task_fn fn,
     if (cf__tracing())
         f->out.v.i64 = (int64_t)cf__now_ns(); /* see internal.h */
     cf_future_retain(f);                      /* the executor's reference */
+    /* Counted before it can start, so that a snapshot never shows more
+     * tasks started than submitted; taken back if refused. */
+    BUMP_HERE(ex, submitted, 1);
     int rc = ex->vt->submit(ex, f, opts->flags);
-    if (rc != CF_OK)
+    if (rc != CF_OK) {
+        BUMP_HERE(ex, submitted, UINT64_MAX); /* - 1, modulo 2^64 */
         cf_future_release(f);
-    else
-        BUMP(ex, submitted, 1);
+    }
     return rc;
 }
 

@@ -394,7 +394,8 @@ struct cf_executor {
 typedef struct cf_stats_shard {
     struct cf_stats_shard *next; /* the executor's list */
     cf_executor *ex;             /* set when listed */
-    _Atomic uint64_t started, ok, failed, crashed, cancelled, busy_ns;
+    _Atomic uint64_t submitted, started, ok, failed, crashed, cancelled;
+    _Atomic uint64_t busy_ns;
 } cf_stats_shard;
 
 /** From now on this thread counts ex's tasks in s (listing s in ex the
