@@ -641,13 +641,16 @@ static void wake_helper(cf_listener *l, cf_future *f)
 /* A pool thread waits by running its pool's queued tasks (internal.h). */
 static int help_wait(cf_helper *h, cf_future *f, const cf_deadline *d)
 {
-    /* Fast: run work with no lock and no listener while there is some. */
+    /* Fast: run work with no lock and no listener while there is some
+     * (in a fork-join program the awaited task is usually among it). */
     for (unsigned i = 1; !cf__state_done(cf__state_load(f)); i++) {
         if (!h->run_one(h))
             break;
         if (!d->forever && (i & 15) == 0 && cf__deadline_passed(d))
             return cf__state_done(cf__state_load(f)) ? CF_OK : CF_ETIMEDOUT;
     }
+    if (cf__state_done(cf__state_load(f)))
+        return CF_OK; /* no stripe lock for a listener we do not need */
     cf_listener l = {.notify = wake_helper, .arg = h};
     if (!cf__listen(f, &l))
         return CF_OK;
