@@ -843,9 +843,11 @@ typedef struct cf_map_opts {
      *  The MPI pool sends a chunk in one message. */
     size_t chunksize;
     /** Items submitted ahead of the consumer (Python 3.14's buffersize).
-     *  0 means 4 x max_workers x chunksize; SIZE_MAX submits everything at
-     *  once, as Python without buffersize (over cf_map_gen, at most 65536
-     *  ahead). */
+     *  0 means 4 x max_workers x chunksize, and at least 256 when each
+     *  item is its own task (chunksize 1, or a thread pool: a shallow
+     *  window of trivial tasks keeps the consumer waiting); SIZE_MAX
+     *  submits everything at once, as Python without buffersize (over
+     *  cf_map_gen, at most 65536 ahead). */
     size_t buffersize;
     /** Python fails fast: the first error ends the map (the rest is
      *  cancelled).  With continue_on_error, cf_map_next reports the error

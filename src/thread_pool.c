@@ -6,10 +6,21 @@
  * from one of the pool's own threads goes on that thread's deque: its owner
  * pops the newest first (depth-first, like a plain recursive call), other
  * threads steal the oldest.  A task submitted from anywhere else goes on
- * the injection queue, a FIFO linked through cf_future.next under the pool
- * lock, so external submissions start in submission order, as Python's.
- * A thread looks for work in its own deque, then steals, then takes from
- * the injection queue.
+ * the injection queue, so external submissions start in submission order,
+ * as Python's.  A thread looks for work in its own deque, then steals,
+ * then takes from the injection queue.
+ *
+ * The injection queue is the lane, an intrusive multi-producer queue
+ * (Vyukov's MPSC queue, linked through cf_future.next): a submitter pushes
+ * with one atomic exchange and no lock, and pool threads take from it
+ * under the pool lock.  Once a task with a priority has come, the pool
+ * orders by priority for good (fqueue.c, under the lock), and the lane
+ * only carries what racing submitters pushed meanwhile.  A submit takes
+ * the pool lock only to wake or start a thread, when the pool is not fully
+ * started, or has an idle_timeout, or in priority mode.  Shutdown and a
+ * broken initializer wait for submitters that are between their check of
+ * the pool's state and their push (lane_pushers), so no task lands in the
+ * lane after the pool stopped taking it.
  *
  * Helping waits (internal.h: cf_helper).  A pool thread that waits for a
  * future runs work meanwhile, in the same order, so it runs its own
@@ -47,6 +58,7 @@
 #include "fqueue.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,8 +95,9 @@ struct thread_pool {
     cf_executor base;
     pthread_mutex_t lock;
     pthread_cond_t space_cv; /* bounded-queue submitters; shutdown(wait) */
-    cf_fqueue q;             /* the injection queue (lock), by priority */
-    _Atomic size_t injected; /* its length (written under lock) */
+    cf_fqueue q;             /* the injection queue in priority mode (lock) */
+    _Atomic bool prio_mode;  /* q.by_priority, readable without the lock */
+    _Atomic size_t injected; /* tasks in the lane and q */
     cf_future *handed;       /* handed off by blocked threads (lock) */
     _Atomic size_t nhanded;  /* its length (written under lock) */
     _Atomic size_t queued;   /* tasks in every queue; bounded pools only */
@@ -111,6 +124,13 @@ struct thread_pool {
     _Atomic int nslots;    /* slots ever used: thieves look below it */
     worker *_Atomic *slot; /* cap entries; a worker is never freed before
                               the pool */
+    /* The lane (see top); the pushers' end on a line of its own. */
+    char pad_[64];
+    _Atomic(cf_future *) lane_tail; /* pushed by any submitter */
+    _Atomic int lane_pushers;       /* submitters about to push */
+    char pad2_[64];
+    cf_future *lane_head; /* (lock) */
+    cf_future lane_stub;
 };
 
 static thread_pool *pool_of(cf_executor *ex)
@@ -156,14 +176,68 @@ static void dequeued(thread_pool *p, size_t n)
     }
 }
 
-/* lock held */
+/* The lane: a push is an exchange of the tail and a store of the old
+ * tail's link.  Between the two the lane looks shorter to the taker; the
+ * pusher has already counted the task in `injected`, so threads keep
+ * looking until the link lands. */
+static void lane_push(thread_pool *p, cf_future *f)
+{
+    __atomic_store_n(&f->next, NULL, __ATOMIC_RELAXED);
+    cf_future *prev = atomic_exchange_explicit(&p->lane_tail, f,
+                                               memory_order_seq_cst);
+    __atomic_store_n(&prev->next, f, __ATOMIC_RELEASE);
+}
+
+/* lock held.  The oldest task of the lane, or NULL (also while a push is
+ * half done). */
+static cf_future *lane_pop_locked(thread_pool *p)
+{
+    cf_future *head = p->lane_head, *stub = &p->lane_stub;
+    cf_future *next = __atomic_load_n(&head->next, __ATOMIC_ACQUIRE);
+    if (head == stub) {
+        if (next == NULL)
+            return NULL;
+        p->lane_head = head = next;
+        next = __atomic_load_n(&head->next, __ATOMIC_ACQUIRE);
+    }
+    if (next == NULL) { /* head is the last one: put the stub behind it */
+        if (atomic_load_explicit(&p->lane_tail, memory_order_seq_cst) != head)
+            return NULL; /* a push is half done */
+        lane_push(p, stub);
+        next = __atomic_load_n(&head->next, __ATOMIC_ACQUIRE);
+        if (next == NULL)
+            return NULL;
+    }
+    p->lane_head = next;
+    head->next = NULL;
+    return head;
+}
+
+/* lock held.  The next external task: by priority once the pool is in
+ * priority mode (the lane's stragglers join q first), else the lane's
+ * oldest. */
 static cf_future *inject_pop_locked(thread_pool *p)
 {
-    cf_future *f = cf__fq_pop(&p->q);
+    cf_future *f;
+    if (p->q.by_priority) {
+        while ((f = lane_pop_locked(p)) != NULL)
+            cf__fq_push(&p->q, f);
+        f = cf__fq_pop(&p->q);
+    } else {
+        f = lane_pop_locked(p);
+    }
     if (f == NULL)
         return NULL;
     atomic_fetch_sub_explicit(&p->injected, 1, memory_order_seq_cst);
     return f;
+}
+
+/* Waits until no submitter is between its look at the pool's state and
+ * its push: called after setting shutdown or broken. */
+static void lane_quiesce(thread_pool *p)
+{
+    while (atomic_load_explicit(&p->lane_pushers, memory_order_seq_cst) > 0)
+        sched_yield();
 }
 
 /* Tasks handed off by a thread blocked at its stack margin: its whole
@@ -437,10 +511,14 @@ static void free_pool(thread_pool *p)
  * list linked through next, in no particular order. */
 static cf_future *take_all_locked(thread_pool *p)
 {
-    cf_future *all = cf__fq_take_all(&p->q), **tail = &all;
+    cf_future *all = cf__fq_take_all(&p->q), **tail = &all, *f;
     size_t n = atomic_load_explicit(&p->injected, memory_order_relaxed);
     while (*tail != NULL)
         tail = &(*tail)->next;
+    while ((f = lane_pop_locked(p)) != NULL) {
+        *tail = f;
+        tail = &f->next;
+    }
     atomic_store_explicit(&p->injected, 0, memory_order_seq_cst);
     *tail = p->handed;
     n += atomic_load_explicit(&p->nhanded, memory_order_relaxed);
@@ -455,7 +533,7 @@ static cf_future *take_all_locked(thread_pool *p)
             continue;
         for (;;) {
             bool lost = false;
-            cf_future *f = cf__deque_steal(&v->dq, &lost);
+            f = cf__deque_steal(&v->dq, &lost);
             if (f == NULL && !lost)
                 break;
             if (f == NULL)
@@ -484,8 +562,9 @@ static void wake_all_locked(thread_pool *p)
  * future ends with CF_EBROKEN; new submits fail. */
 static void break_pool(thread_pool *p, int rc)
 {
-    pthread_mutex_lock(&p->lock);
     atomic_store(&p->broken, true);
+    lane_quiesce(p);
+    pthread_mutex_lock(&p->lock);
     cf_future *f = take_all_locked(p);
     wake_all_locked(p);
     pthread_mutex_unlock(&p->lock);
@@ -547,7 +626,13 @@ static bool idle_wait(thread_pool *p, worker *w, uint64_t *busy_since,
             }
             return true;
         }
-        cf__cpu_relax();
+        /* Yield now and then: with more threads than cores (the
+         * submitting thread and the pool's), a spinning thread would take
+         * the core of the thread that makes the work. */
+        if ((i & 15) == 0)
+            sched_yield();
+        else
+            cf__cpu_relax();
         if ((i & 63) == 0 && cf__now_ns() > until)
             break;
     }
@@ -675,8 +760,16 @@ static void *worker_main(void *arg)
             run_and_release(p, f);
             continue;
         }
-        if (stopping(p))
-            break;
+        /* Stopping: leave once no submitter is about to push (it saw the
+         * pool running) and nothing is left that this thread may take. */
+        if (stopping(p)) {
+            if (atomic_load_explicit(&p->lane_pushers, memory_order_seq_cst) ==
+                    0 &&
+                !runnable(p, w))
+                break;
+            cf__cpu_relax();
+            continue;
+        }
         if (!idle_wait(p, w, &busy_since, &free_it)) {
             left = true;
             break;
@@ -745,7 +838,7 @@ static int sleep_locked(cf_helper *h, const cf_deadline *d)
     bool work = runnable(p, w);
     if (can_help && work)
         return 0; /* the caller runs it */
-    atomic_fetch_add_explicit(&p->blocked, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->blocked, 1, memory_order_seq_cst);
     /* Only a thread that may steal waits for new work on the list (a
      * wake-up is for any queued task); a compensating thread sleeps until
      * what it waits for is done. */
@@ -844,7 +937,7 @@ static int reserve(thread_pool *p, worker *self, unsigned flags)
         q = atomic_load_explicit(&p->queued, memory_order_seq_cst);
         if (q >= p->max_queued && !stopping(p)) {
             if (self != NULL) { /* blocked: the queue needs another thread */
-                atomic_fetch_add_explicit(&p->blocked, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&p->blocked, 1, memory_order_seq_cst);
                 ensure_progress_locked(p, true);
             }
             pthread_cond_wait(&p->space_cv, &p->lock);
@@ -878,7 +971,36 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
         return CF_OK;
     }
     /* From outside the pool (or no memory to grow the deque): the
-     * injection queue. */
+     * injection queue.  Without the lock if the pool is fully started, for
+     * good (no idle_timeout), and not ordered by priority. */
+    if (*cf__queued_priority(f) == 0 && p->idle_ns == 0 &&
+        !atomic_load_explicit(&p->prio_mode, memory_order_seq_cst) &&
+        atomic_load_explicit(&p->alive, memory_order_relaxed) >=
+            p->base.max_workers) {
+        atomic_fetch_add_explicit(&p->lane_pushers, 1, memory_order_seq_cst);
+        bool open = !atomic_load_explicit(&p->shutdown, memory_order_seq_cst) &&
+                    !atomic_load_explicit(&p->broken, memory_order_seq_cst);
+        if (open) {
+            atomic_fetch_add_explicit(&p->injected, 1, memory_order_seq_cst);
+            lane_push(p, f);
+        }
+        atomic_fetch_sub_explicit(&p->lane_pushers, 1, memory_order_seq_cst);
+        if (open) {
+            /* The pusher's side of the sleep protocol (see top); a thread
+             * about to block in a wait looks at the queues after counting
+             * itself in `blocked`. */
+            if (atomic_load_explicit(&p->spinning, memory_order_seq_cst) > 0)
+                return CF_OK;
+            if (atomic_load_explicit(&p->sleepers, memory_order_seq_cst) == 0 &&
+                atomic_load_explicit(&p->blocked, memory_order_seq_cst) <
+                    atomic_load_explicit(&p->alive, memory_order_seq_cst))
+                return CF_OK;
+            pthread_mutex_lock(&p->lock);
+            ensure_progress_locked(p, false);
+            pthread_mutex_unlock(&p->lock);
+            return CF_OK;
+        }
+    }
     pthread_mutex_lock(&p->lock);
     int rc = CF_OK;
     if (atomic_load_explicit(&p->broken, memory_order_relaxed))
@@ -891,14 +1013,29 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
             dequeued(p, 1);
         return rc;
     }
-    cf__fq_push(&p->q, f);
+    if (*cf__queued_priority(f) != 0 && !p->q.by_priority) {
+        /* Priority mode from now on: what the lane holds joins q first,
+         * in its order (fqueue.c orders them as older than f). */
+        atomic_store_explicit(&p->prio_mode, true, memory_order_seq_cst);
+        cf_future *g;
+        while ((g = lane_pop_locked(p)) != NULL)
+            cf__fq_push(&p->q, g);
+    }
+    if (p->q.by_priority || *cf__queued_priority(f) != 0)
+        cf__fq_push(&p->q, f);
+    else
+        lane_push(p, f);
     size_t inj =
         atomic_fetch_add_explicit(&p->injected, 1, memory_order_seq_cst) + 1;
     int alive = atomic_load_explicit(&p->alive, memory_order_relaxed);
     if ((size_t)atomic_load_explicit(&p->avail, memory_order_seq_cst) < inj &&
         alive < p->base.max_workers && !start_thread_locked(p) && alive == 0) {
-        /* No thread at all and none can start: undo, report. */
+        /* No thread at all and none can start: undo, report.  (Nothing
+         * else is queued: a submit that found no thread failed too, and
+         * the lane's lock-free pushes need the pool fully started.) */
         cf__fq_take_all(&p->q);
+        while (lane_pop_locked(p) != NULL)
+            ;
         atomic_store_explicit(&p->injected, 0, memory_order_seq_cst);
         pthread_mutex_unlock(&p->lock);
         if (p->max_queued != 0)
@@ -915,8 +1052,9 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
 static void tp_shutdown(cf_executor *ex, bool cancel_futures)
 {
     thread_pool *p = pool_of(ex);
-    pthread_mutex_lock(&p->lock);
     atomic_store(&p->shutdown, true);
+    lane_quiesce(p);
+    pthread_mutex_lock(&p->lock);
     cf_future *cancelled = cancel_futures ? take_all_locked(p) : NULL;
     wake_all_locked(p);
     pthread_cond_broadcast(&p->space_cv);
@@ -1023,6 +1161,8 @@ cf_executor *cf_thread_pool(const cf_thread_pool_opts *opts)
         return cf__fail_null(CF_ENOMEM);
     }
     cf__executor_init(&p->base, &thread_pool_vtable, n);
+    p->lane_head = &p->lane_stub;
+    atomic_init(&p->lane_tail, &p->lane_stub);
     p->slot = slot;
     p->cap = cap;
     p->stack_size = stack;

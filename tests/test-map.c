@@ -604,22 +604,23 @@ static void test_map_submits_without_iteration(void)
     cf_executor_free(ex);
 }
 
-/* The default window (4 x max_workers x chunksize) also bounds a
- * generator: the input is pulled lazily, never all at once. */
+/* The default window (4 x max_workers x chunksize, at least 256 with a
+ * task per item) also bounds a generator: the input is pulled lazily,
+ * never all at once. */
 static void test_map_default_window_lazy(void)
 {
     cf_executor *ex = pool(2);
     counter_gen g = {.n = 1000000};
     cf_map *m = cf_map_gen(ex, t_square, gen_next, &g, NULL);
     ASSERT(m);
-    ASSERT(g.next <= 4 * 2 + 1);
-    for (int64_t i = 0; i < 100; i++) {
+    ASSERT(g.next <= 256 + 1);
+    for (int64_t i = 0; i < 1000; i++) {
         int64_t v;
         ASSERT_OK(cf_map_next_i64(m, &v));
         ASSERT_EQ(v, i * i);
         g.consumed++;
     }
-    ASSERT(g.max_ahead <= 4 * 2 + 1);
+    ASSERT(g.max_ahead <= 256 + 1);
     cf_map_free(m);
     cf_executor_free(ex);
 }
