@@ -3,8 +3,11 @@
  *
  * A window of at most `buffersize` futures runs ahead of the consumer
  * (Python 3.14's buffersize): creating the map submits the first window,
- * and each result taken submits one more input, so a huge or endless input
- * never sits in memory at once.  An error at position i surfaces when
+ * and once half of it has been taken the map tops it up again, so a huge
+ * or endless input never sits in memory at once.  (Topping up after every
+ * result, one submit per result, kept the consumer and the pool's threads
+ * taking turns: 850 ns/item against 430 in half-window batches, trivial
+ * tasks on 2 threads.)  An error at position i surfaces when
  * result i is taken; in fail-fast mode (Python's) it ends the map and
  * cancels the rest, as does the map's overall timeout.
  *
@@ -409,8 +412,8 @@ int cf_map_next(cf_map *m, cf_future **out)
     int rc = cf_result(f, 0, NULL, NULL);
     if (rc != CF_OK && !m->continue_on_error)
         cancel_rest(m);
-    else
-        fill(m);
+    else if (m->count <= m->cap / 2)
+        fill(m); /* in batches of half a window (see top) */
     return rc;
 }
 
