@@ -701,12 +701,26 @@ static void stack_init(worker *w)
     pthread_attr_destroy(&a);
 }
 
-static void run_and_release(thread_pool *p, cf_future *f)
+/* Does a task taken now count its thread out of `avail` while it runs?
+ * Only the lazy start reads avail, and only while fewer than max_workers
+ * threads are alive: a pool fully started for good (no idle_timeout)
+ * never reads it again, so its threads skip the two read-modify-writes per
+ * task on the line they share (each pair is net zero). */
+static bool counts_avail(thread_pool *p)
+{
+    return p->idle_ns != 0 ||
+           atomic_load_explicit(&p->alive, memory_order_relaxed) <
+               p->base.max_workers;
+}
+
+static void run_and_release(thread_pool *p, cf_future *f, bool counted)
 {
     /* From the moment the result is published, whoever waited for it may
      * submit again: this thread counts as available from then on
      * (Python's idle-thread reuse). */
-    if (!cf__run_future(f, &p->avail))
+    if (!counted)
+        cf__run_future(f, NULL);
+    else if (!cf__run_future(f, &p->avail))
         atomic_fetch_add_explicit(&p->avail, 1, memory_order_seq_cst);
     cf_future_release(f);
 }
@@ -734,6 +748,10 @@ static void *worker_main(void *arg)
     bool left = false, free_it = false;
     while (rc == 0) {
         cf_future *f = find_work(p, w);
+        if (f != NULL && !counts_avail(p)) {
+            run_and_release(p, f, false);
+            continue;
+        }
         if (f != NULL) {
             int avail = atomic_fetch_sub_explicit(&p->avail, 1,
                                                   memory_order_seq_cst) -
@@ -757,7 +775,7 @@ static void *worker_main(void *arg)
                     start_thread_locked(p);
                 pthread_mutex_unlock(&p->lock);
             }
-            run_and_release(p, f);
+            run_and_release(p, f, true);
             continue;
         }
         /* Stopping: leave once no submitter is about to push (it saw the
