@@ -1410,6 +1410,75 @@ static void test_request_cancel(void)
     cf_executor_free(ex);
 }
 
+/* Futures' memory (fcache.c): made on threads that then exit, released on
+ * others, reused.  Each round, 4 threads make standalone futures and hand
+ * them through a shared array to 4 other threads, which complete, read
+ * and release them; every thread exits before the next round, handing its
+ * cached blocks on.  Values must survive (no block is handed out twice),
+ * under ASan, TSan and valgrind too. */
+#define FC_N 20000
+typedef struct fc_round {
+    cf_future *fs[FC_N];
+    _Atomic int made;
+    _Atomic long sum;
+} fc_round;
+
+static void *fc_maker(void *arg)
+{
+    fc_round *r = arg;
+    for (;;) {
+        int i = atomic_fetch_add(&r->made, 1);
+        if (i >= FC_N)
+            return NULL;
+        cf_future *f = cf_future_new();
+        ASSERT(f);
+        ASSERT_OK(cf_set_result_i64(f, i));
+        __atomic_store_n(&r->fs[i], f, __ATOMIC_RELEASE);
+    }
+}
+
+typedef struct fc_taker_arg {
+    fc_round *r;
+    int k; /* takes the futures i with i % 4 == k */
+} fc_taker_arg;
+
+static void *fc_taker(void *arg)
+{
+    fc_taker_arg *a = arg;
+    long sum = 0;
+    for (int i = a->k; i < FC_N; i += 4) {
+        cf_future *f;
+        while ((f = __atomic_load_n(&a->r->fs[i], __ATOMIC_ACQUIRE)) == NULL)
+            sched_yield();
+        int64_t v = -1;
+        ASSERT_OK(cf_result_i64(f, 0, &v));
+        ASSERT_EQ(v, i);
+        sum += v;
+        cf_future_release(f);
+    }
+    atomic_fetch_add(&a->r->sum, sum);
+    return NULL;
+}
+
+static void test_future_memory_across_threads(void)
+{
+    for (int round = 0; round < 5; round++) {
+        fc_round *r = calloc(1, sizeof *r);
+        ASSERT(r);
+        pthread_t t[8];
+        fc_taker_arg ta[4];
+        for (int k = 0; k < 4; k++) {
+            ta[k] = (fc_taker_arg){r, k};
+            ASSERT_EQ(pthread_create(&t[k], NULL, fc_maker, r), 0);
+            ASSERT_EQ(pthread_create(&t[4 + k], NULL, fc_taker, &ta[k]), 0);
+        }
+        for (int k = 0; k < 8; k++)
+            ASSERT_EQ(pthread_join(t[k], NULL), 0);
+        ASSERT_EQ(atomic_load(&r->sum), (long)FC_N * (FC_N - 1) / 2);
+        free(r);
+    }
+}
+
 TEST_MAIN(T(test_new_future_is_pending), T(test_predicates_in_each_state),
           T(test_cancel_rules), T(test_set_running_or_notify_cancel),
           T(test_result_with_timeout), T(test_set_result_typed),
@@ -1429,4 +1498,5 @@ TEST_MAIN(T(test_new_future_is_pending), T(test_predicates_in_each_state),
           T(test_exception_woken_by_set_exception),
           T(test_result_main_woken_by_other_thread), T(test_describe),
           T(test_retain_release), T(test_status_names), T(test_null_arguments),
-          T(test_bad_timeouts), T(test_request_cancel))
+          T(test_bad_timeouts), T(test_request_cancel),
+          T(test_future_memory_across_threads))

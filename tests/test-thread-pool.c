@@ -1341,16 +1341,171 @@ static void test_idle_uses_no_cpu(void)
     ASSERT(used < 0.1);
 }
 
-TEST_MAIN(T(test_idle_uses_no_cpu), T(test_submit_i64_f64), T(test_submit_str),
-          T(test_submit_bytes_args), T(test_submit_bytes_results),
-          T(test_submit_borrow_arg), T(test_task_raises),
-          T(test_task_returns_nothing), T(test_submit_bad_args),
-          T(test_default_max_workers), T(test_max_workers_negative),
-          T(test_thread_names), T(test_thread_names_truncated),
-          T(test_saturation), T(test_cancel_pending_not_running),
-          T(test_release_before_done), T(test_initializer),
-          T(test_failing_initializer), T(test_queue_fail_when_full),
-          T(test_queue_blocks_when_full), T(test_queue_many_blocked_submitters),
+/* The injection lane (thread_pool.c): external submits push without the
+ * pool lock once the pool is fully started.  Three threads submit to a
+ * 1-thread pool at once, while its thread is held at a gate: each
+ * submitter's tasks still start in that submitter's order, and none is
+ * lost or run twice. */
+enum { LANE_SUBMITTERS = 3, LANE_PER = 3000 };
+
+static cf_executor *pool(int n)
+{
+    cf_executor *ex = cf_thread_pool(&(cf_thread_pool_opts){.max_workers = n});
+    ASSERT(ex);
+    return ex;
+}
+static _Atomic int lane_pos;
+static int lane_seen[LANE_SUBMITTERS * LANE_PER];
+
+static void t_lane_record(cf_call *c)
+{
+    lane_seen[atomic_fetch_add(&lane_pos, 1)] = (int)cf_arg_i64(c);
+}
+
+typedef struct lane_submitter {
+    cf_executor *ex;
+    int id;
+    latch *ready;
+    cf_future *fs[LANE_PER];
+} lane_submitter;
+
+static void *lane_submit_main(void *arg)
+{
+    lane_submitter *s = arg;
+    latch_add(s->ready);
+    for (int i = 0; i < LANE_PER; i++) {
+        s->fs[i] = cf_submit_i64(s->ex, t_lane_record, s->id * LANE_PER + i);
+        ASSERT(s->fs[i]);
+    }
+    return NULL;
+}
+
+static void test_lane_per_submitter_order(void)
+{
+    cf_executor *ex = pool(1);
+    atomic_store(&lane_pos, 0);
+    gate g = GATE_INIT;
+    cf_future *hold = submit_gated(ex, &g, 0);
+    ASSERT(hold);
+    gate_wait_for(&g, 1); /* the pool's one thread is started, and held */
+    latch ready = LATCH_INIT;
+    lane_submitter *ss = calloc(LANE_SUBMITTERS, sizeof *ss);
+    ASSERT(ss);
+    pthread_t t[LANE_SUBMITTERS];
+    for (int k = 0; k < LANE_SUBMITTERS; k++) {
+        ss[k] = (lane_submitter){.ex = ex, .id = k, .ready = &ready};
+        ASSERT_EQ(pthread_create(&t[k], NULL, lane_submit_main, &ss[k]), 0);
+    }
+    latch_wait(&ready, LANE_SUBMITTERS);
+    gate_open(&g); /* runs while they submit */
+    for (int k = 0; k < LANE_SUBMITTERS; k++)
+        ASSERT_EQ(pthread_join(t[k], NULL), 0);
+    ASSERT_EQ(result_i64(hold), 0);
+    cf_future_release(hold);
+    for (int k = 0; k < LANE_SUBMITTERS; k++)
+        for (int i = 0; i < LANE_PER; i++) {
+            ASSERT_OK(cf_result(ss[k].fs[i], CF_FOREVER, NULL, NULL));
+            cf_future_release(ss[k].fs[i]);
+        }
+    ASSERT_EQ(atomic_load(&lane_pos), LANE_SUBMITTERS * LANE_PER);
+    int next[LANE_SUBMITTERS] = {0};
+    for (int j = 0; j < LANE_SUBMITTERS * LANE_PER; j++) {
+        int k = lane_seen[j] / LANE_PER, i = lane_seen[j] % LANE_PER;
+        ASSERT_EQ(i, next[k]); /* this submitter's next one */
+        next[k]++;
+    }
+    free(ss);
+    cf_executor_free(ex);
+}
+
+/* Shutdown (with and without cancel_futures) and the free race four
+ * threads that submit through the lane: a submit either fails with
+ * CF_ESHUTDOWN or gives a future that ends, exactly once; nothing is left
+ * in the lane after the pool stopped taking work. */
+typedef struct lane_racer {
+    cf_executor *ex;
+    latch *ready;
+    cf_future *fs[3000];
+    int n;
+} lane_racer;
+
+static void t_lane_inc(cf_call *c)
+{
+    cf_return_i64(c, cf_arg_i64(c) + 1);
+}
+
+static void *lane_race_main(void *arg)
+{
+    lane_racer *r = arg;
+    latch_add(r->ready);
+    for (int i = 0; i < 3000; i++) {
+        cf_future *f = cf_submit_i64(r->ex, t_lane_inc, i);
+        if (f == NULL) {
+            ASSERT_ST(cf_last_error(), CF_ESHUTDOWN);
+            break;
+        }
+        r->fs[r->n++] = f;
+    }
+    return NULL;
+}
+
+static void test_lane_races_shutdown(void)
+{
+    for (int round = 0; round < 24; round++) {
+        cf_executor *ex = pool(2);
+        /* Start both threads, so that the submits take the lane. */
+        cf_future *w[2] = {cf_submit_i64(ex, t_lane_inc, 0),
+                           cf_submit_i64(ex, t_lane_inc, 0)};
+        ASSERT(w[0] && w[1]);
+        for (int k = 0; k < 2; k++) {
+            ASSERT_OK(cf_result(w[k], LONG_WAIT, NULL, NULL));
+            cf_future_release(w[k]);
+        }
+        latch ready = LATCH_INIT;
+        lane_racer *rs = calloc(4, sizeof *rs);
+        ASSERT(rs);
+        pthread_t t[4];
+        for (int k = 0; k < 4; k++) {
+            rs[k] = (lane_racer){.ex = ex, .ready = &ready};
+            ASSERT_EQ(pthread_create(&t[k], NULL, lane_race_main, &rs[k]), 0);
+        }
+        latch_wait(&ready, 4);
+        bool cancel = round % 3 == 1;
+        ASSERT_OK(cf_shutdown(ex, round % 2 == 0, cancel));
+        for (int k = 0; k < 4; k++)
+            ASSERT_EQ(pthread_join(t[k], NULL), 0);
+        cf_executor_free(ex);
+        for (int k = 0; k < 4; k++) {
+            ASSERT_OK(cf_wait(rs[k].fs, (size_t)rs[k].n, LONG_WAIT,
+                              CF_ALL_COMPLETED, NULL, NULL, NULL, NULL));
+            for (int i = 0; i < rs[k].n; i++) {
+                ASSERT(cf_done(rs[k].fs[i]));
+                if (!cancel)
+                    ASSERT(!cf_cancelled(rs[k].fs[i]));
+                if (!cf_cancelled(rs[k].fs[i])) {
+                    int64_t v;
+                    ASSERT_OK(cf_result_i64(rs[k].fs[i], 0, &v));
+                    ASSERT_EQ(v, i + 1);
+                }
+                cf_future_release(rs[k].fs[i]);
+            }
+        }
+        free(rs);
+    }
+}
+
+TEST_MAIN(T(test_idle_uses_no_cpu), T(test_lane_per_submitter_order),
+          T(test_lane_races_shutdown), T(test_submit_i64_f64),
+          T(test_submit_str), T(test_submit_bytes_args),
+          T(test_submit_bytes_results), T(test_submit_borrow_arg),
+          T(test_task_raises), T(test_task_returns_nothing),
+          T(test_submit_bad_args), T(test_default_max_workers),
+          T(test_max_workers_negative), T(test_thread_names),
+          T(test_thread_names_truncated), T(test_saturation),
+          T(test_cancel_pending_not_running), T(test_release_before_done),
+          T(test_initializer), T(test_failing_initializer),
+          T(test_queue_fail_when_full), T(test_queue_blocks_when_full),
+          T(test_queue_many_blocked_submitters),
           T(test_callbacks_run_in_worker), T(test_callback_on_cancel),
           T(test_callback_submits), T(test_cooperative_cancel),
           /* Last: it fails on the library as of this writing (a worker
