@@ -71,10 +71,12 @@ BENCHES = [
      "n": 100_000, "quick_n": 10_000,
      "peers": [impl("python_ppe", 10_000, 1_000), impl("pebble", 10_000, 1_000),
                impl("loky", 10_000, 1_000),
-               impl("pipe_pingpong", 20_000, 5_000, floor=True)]},
+               impl("pipe_pingpong", 20_000, 5_000, floor=True),
+               impl("shm_pingpong", 200_000, 20_000, floor=True)]},
     {"bench": "process_map_chunked", "unit": "ns/item",
      "n": 1_000_000, "quick_n": 100_000,
-     "peers": [impl("python_ppe"), impl("pipe_batched", floor=True)]},
+     "peers": [impl("python_ppe"), impl("pipe_batched", floor=True),
+               impl("shm_batched", floor=True)]},
     {"bench": "mpi_submit_result", "unit": "ns/task", "mpi": True,
      "n": 100_000, "quick_n": 10_000,
      "peers": [impl("mpi4py", 5_000, 1_000),
@@ -174,6 +176,10 @@ class Runner:
             if not os.path.exists(os.path.join(self.bin, "pipe_floor")):
                 return "pipe_floor not built"
             return None
+        if name in ("shm_pingpong", "shm_batched"):
+            if not os.path.exists(os.path.join(self.bin, "shm_floor")):
+                return "shm_floor not built"
+            return None
         if name == "mpi_pingpong":
             if not mpirun:
                 return "mpirun not installed (openmpi-bin)"
@@ -213,6 +219,10 @@ class Runner:
             return [os.path.join(self.bin, "pipe_floor"), "pingpong", n]
         if name == "pipe_batched":
             return [os.path.join(self.bin, "pipe_floor"), "batched", n]
+        if name == "shm_pingpong":
+            return [os.path.join(self.bin, "shm_floor"), "pingpong", n]
+        if name == "shm_batched":
+            return [os.path.join(self.bin, "shm_floor"), "batched", n]
         if name == "mpi_pingpong":
             return self.mpirun() + [os.path.join(self.bin, "mpi_pingpong"), n]
         if name == "mpi4py":
