@@ -50,8 +50,8 @@ static uint64_t spin_ns = 200000u;
 #define INLINE_MAX (128 * 1024)
 /* Frames sent ahead: many while tasks are short, else one.  A claim then
  * starts up to CLAIM_BATCH of them. */
-#define WINDOW_SHORT 16
-#define CLAIM_BATCH 8
+#define WINDOW_SHORT 128
+#define CLAIM_BATCH 64
 #define WINDOW_LONG 2
 #define PIPELINE_MAX_NS 200000u
 /* Frames queued behind one that has run this long go to an idle rank
@@ -940,7 +940,7 @@ typedef struct mframe {
     uint64_t started;
 } mframe;
 
-#define WMAX 16 /* frames in flight per worker, at most */
+#define WMAX 128 /* frames in flight per worker, at most */
 
 typedef struct mworker {
     int rank;   /* destination rank in comm (or in the remote group) */
