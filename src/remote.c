@@ -189,8 +189,14 @@ void cf__remote_finish(cf_future *f, const cf_wire_result *r)
 cf_chunk_run *cf__chunk_run_new(const cf_future *f)
 {
     cf_chunk_run *rs = calloc(1, sizeof *rs);
-    if (rs != NULL)
-        rs->retries = f->retries;
+    if (rs == NULL)
+        return NULL;
+    rs->retries = f->retries;
+    /* Room for as many small results (an i64 each) as the chunk has
+     * items: one allocation instead of a realloc at each doubling. */
+    if (!cf__wbuf_reserve(&rs->acc, (size_t)cf__task_count(f) *
+                                        (size_t)cf__wire_result_size(8, 0)))
+        rs->acc.oom = false; /* then it grows as results come */
     return rs;
 }
 
