@@ -57,7 +57,7 @@ extern char **environ;
 /* Tasks given to a worker ahead of time: many while tasks are short on
  * average (then the worker never waits for the parent), else one behind
  * the running one. */
-#define WINDOW_SHORT 32
+#define WINDOW_SHORT ((int)CF_RING_SLOTS)
 #define WINDOW_LONG 2
 #define PIPELINE_MAX_NS 200000
 /* The manager polls the rings this long before it sleeps. */
@@ -151,6 +151,7 @@ typedef struct process_pool {
     /* manager-owned */
     redo *redo;
     uint64_t ewma_ns; /* average task run time; 0: unknown */
+    uint64_t pass_ns; /* the time of this pass over a worker (pass_now) */
     pworker **w;      /* nslots worker slots, allocated as workers start */
     int nslots;
     int nworkers; /* slots in use (alive or starting) */
@@ -285,8 +286,10 @@ static int spawn_worker(process_pool *p, pworker *w, char *err, size_t errlen)
     mfd = memfd_create("cfutures-worker", MFD_CLOEXEC);
     if (mfd < 0 || ftruncate(mfd, sizeof(cf_shm)) != 0)
         goto out;
-    void *shm = mmap(NULL, sizeof(cf_shm), PROT_READ | PROT_WRITE, MAP_SHARED,
-                     mfd, 0);
+    /* Populated now: a page fault costs microseconds (more on a VM), and
+     * the rings would fault each page in the first time round. */
+    void *shm = mmap(NULL, sizeof(cf_shm), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_POPULATE, mfd, 0);
     if (shm == MAP_FAILED)
         goto out;
     w->shm = shm;
@@ -378,9 +381,23 @@ static pslot *slot_of(pworker *w, uint64_t seq)
     return &w->slots[seq % CF_RING_SLOTS];
 }
 
+/* The time, read once per pass over a worker (service, read_worker): a
+ * clock read costs ~90 ns on a VM's kvm-clock, and a pass may handle many
+ * claims and results. */
+static uint64_t pass_now(process_pool *p)
+{
+    if (p->pass_ns == 0)
+        p->pass_ns = cf__now_ns();
+    return p->pass_ns;
+}
+
 static void update_ewma(process_pool *p, uint64_t ran)
 {
+    /* Never 0 (that means unknown): claim and result may be seen in the
+     * same pass, at the same pass_now. */
     p->ewma_ns = p->ewma_ns ? (7 * p->ewma_ns + ran) / 8 : ran;
+    if (p->ewma_ns == 0)
+        p->ewma_ns = 1;
 }
 
 static bool service_claims(process_pool *p, pworker *w);
@@ -432,7 +449,7 @@ static bool deliver(process_pool *p, pworker *w, const unsigned char *item,
     cf_future *f = ps->f;
     bool last = ps->done == ps->count;
     if (ps->queued != 0 || last) { /* a chunk's items are timed together */
-        uint64_t now = cf__now_ns();
+        uint64_t now = ps->queued != 0 ? cf__now_ns() : pass_now(p);
         if (ps->queued != 0)
             cf__trace_task(&p->base, w->pid, f->fn, ps->queued, ps->last, now,
                            res.status);
@@ -466,8 +483,6 @@ static bool service_claims(process_pool *p, pworker *w)
         return broke(w, "a claim past the tasks it was given");
     if (c <= w->claimed_seen)
         return true;
-    uint64_t claim_ns = atomic_load_explicit(&w->shm->claim_ns,
-                                             memory_order_relaxed);
     uint64_t started = 0;
     bool ok = true;
     pthread_mutex_lock(&p->lock);
@@ -483,7 +498,7 @@ static bool service_claims(process_pool *p, pworker *w)
             break;
         }
         ps->st = PS_RUNNING;
-        ps->last = seq + 1 == c ? claim_ns : cf__now_ns();
+        ps->last = pass_now(p);
         cf_future *f = ps->f;
         unmark(f);
         if (ps->fresh) {
@@ -652,6 +667,7 @@ static bool read_worker(process_pool *p, pworker *w)
 {
     if (w->fd < 0)
         return false;
+    p->pass_ns = 0;
     for (;;) {
         if (w->in_cap - w->in_len < READ_CHUNK) {
             size_t cap = w->in_cap ? w->in_cap * 2 : 2 * READ_CHUNK;
@@ -710,6 +726,7 @@ static bool service(process_pool *p, pworker *w, bool *progress)
     if (w->shm == NULL || w->state == W_DEAD)
         return true;
     uint64_t c0 = w->claimed_seen, r0 = w->res_tail, f0 = w->tx.released;
+    p->pass_ns = 0;
     if (!service_claims(p, w))
         return false;
     for (;;) {
@@ -757,6 +774,16 @@ static int fn_encoding(process_pool *p, cf_task_fn fn, const cf_wbuf **enc)
     }
     *enc = &p->fnenc;
     return CF_OK;
+}
+
+/* Stores v little-endian at q; returns q + 8. */
+static unsigned char *put_u64le(unsigned char *q, uint64_t v)
+{
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(q, &v, 8);
+    return q + 8;
 }
 
 /* Ends a future that cannot be sent (no memory, a function in no loaded
@@ -863,11 +890,9 @@ static int dispatch(process_pool *p, pworker *w, int room)
             unsigned char *q = dst;
             memcpy(q, enc->p, enc->len);
             q += enc->len;
-            for (int i = 0; i < 8; i++)
-                *q++ = (unsigned char)(first_id >> (8 * i));
+            q = put_u64le(q, first_id);
             if (prefix)
-                for (int i = 0; i < 8; i++)
-                    *q++ = (unsigned char)((uint64_t)items_len >> (8 * i));
+                q = put_u64le(q, (uint64_t)items_len);
             if (items_len > 0)
                 memcpy(q, items, items_len);
         }
@@ -1660,7 +1685,7 @@ static void *manager_main(void *arg)
             for (int i = 0; i < p->nslots && !idle; i++)
                 idle = may_take(p, p->w[i]) && outstanding(p->w[i]) == 0;
             int taken = 0;
-            uint64_t now = cf__now_ns();
+            uint64_t now = idle ? cf__now_ns() : 0;
             uint64_t thr = 4 * p->ewma_ns > TAKEBACK_NS ? 4 * p->ewma_ns
                                                         : TAKEBACK_NS;
             for (int i = 0; i < p->nslots && idle; i++) {
@@ -1771,11 +1796,13 @@ static void *manager_main(void *arg)
                 seen_pokes = pk;
                 progress = true;
             }
-            now = cf__now_ns();
             if (progress) {
-                spin_from = now;
+                spin_from = 0; /* the spin starts at the next idle look */
                 break;
             }
+            now = cf__now_ns();
+            if (spin_from == 0)
+                spin_from = now;
             if (now - spin_from >= SPIN_NS || (wake_at && now >= wake_at)) {
                 pthread_mutex_lock(&p->lock);
                 sleep_and_serve(p, wake_at, seen_pokes);

@@ -86,7 +86,6 @@ typedef struct cf_shm {
     _Atomic uint64_t claimed;  /* slots claimed or skipped so far */
     _Atomic uint64_t released; /* slots done: results written, data free */
     _Atomic uint64_t res_head; /* result ring: bytes written */
-    _Atomic uint64_t claim_ns; /* when it claimed its current slot */
     _Atomic uint32_t worker_sleeping; /* asleep on task_futex */
     _Atomic uint32_t space_waiting;   /* asleep on space_futex */
     _Atomic uint32_t phase;           /* enum cf_worker_phase: how far it got */

@@ -461,8 +461,6 @@ static void serve_slots(void)
             body = shm->task_data + sl->off;
         }
         if (mine) {
-            atomic_store_explicit(&shm->claim_ns, cf__now_ns(),
-                                  memory_order_relaxed);
             atomic_store_explicit(&shm->claimed, pos + 1, memory_order_release);
             poke_parent();
             run_slot(fc, body, len);
@@ -538,8 +536,10 @@ static void worker_main(int fd)
     if (shm_fd < 3 || shm_fd == wfd)
         die("no shared memory from the parent");
     close_other_fds(shm_fd < wfd ? shm_fd : wfd, shm_fd > wfd ? shm_fd : wfd);
-    void *p = mmap(NULL, sizeof(cf_shm), PROT_READ | PROT_WRITE, MAP_SHARED,
-                   shm_fd, 0);
+    /* Populated now (the parent allocated the pages): no page fault when
+     * the rings come round to a page for the first time. */
+    void *p = mmap(NULL, sizeof(cf_shm), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, shm_fd, 0);
     close(shm_fd);
     if (p == MAP_FAILED)
         die("cannot map the memory shared with the parent");
