@@ -144,12 +144,21 @@ int cf__ring_next(const unsigned char *data, uint64_t cap, uint64_t head,
 
 unsigned char *cf__ring_rec_reserve(cf_shm *s, uint64_t *head, uint32_t len)
 {
-    uint64_t size = cf__ring_rec_size(len);
     uint64_t tail = atomic_load_explicit(&s->res_tail, memory_order_acquire);
+    return cf__ring_rec_reserve_at(s, head, &tail, len);
+}
+
+unsigned char *cf__ring_rec_reserve_at(cf_shm *s, uint64_t *head,
+                                       uint64_t *tail, uint32_t len)
+{
+    uint64_t size = cf__ring_rec_size(len);
     uint64_t in = *head % CF_RING_RES_BYTES;
     uint64_t wrap = in + size > CF_RING_RES_BYTES ? CF_RING_RES_BYTES - in : 0;
-    if (*head + wrap + size - tail > CF_RING_RES_BYTES)
-        return NULL;
+    if (*head + wrap + size - *tail > CF_RING_RES_BYTES) {
+        *tail = atomic_load_explicit(&s->res_tail, memory_order_acquire);
+        if (*head + wrap + size - *tail > CF_RING_RES_BYTES)
+            return NULL;
+    }
     if (wrap) {
         uint32_t hdr[2] = {CF_REC_WRAP, 0};
         memcpy(s->res_data + in, hdr, sizeof hdr);

@@ -81,9 +81,12 @@ enum cf_rec_type {
 #define CF_REC_HEADER 8u
 
 typedef struct cf_shm {
-    /* Written by the worker. */
+    /* Written by the worker at each item, read by the parent only after
+     * the worker died: a line of its own, so that its store does not take
+     * back the line the parent polls. */
     alignas(64) _Atomic uint64_t running_id; /* id + 1 of the item it runs */
-    _Atomic uint64_t claimed;  /* slots claimed or skipped so far */
+    /* Written by the worker. */
+    alignas(64) _Atomic uint64_t claimed; /* slots claimed or skipped so far */
     _Atomic uint64_t released; /* slots done: results written, data free */
     _Atomic uint64_t res_head; /* result ring: bytes written */
     _Atomic uint32_t worker_sleeping; /* asleep on task_futex */
@@ -164,6 +167,11 @@ CF_HIDDEN int cf__ring_next(const unsigned char *data, uint64_t cap,
  * the record would cross the end. */
 CF_HIDDEN unsigned char *cf__ring_rec_reserve(cf_shm *s, uint64_t *head,
                                               uint32_t len);
+/* The same, against *tail, the reader's position as last read: res_tail
+ * (a line the parent writes) is read again only when *tail leaves too
+ * little room. */
+CF_HIDDEN unsigned char *cf__ring_rec_reserve_at(cf_shm *s, uint64_t *head,
+                                                 uint64_t *tail, uint32_t len);
 /* Writes the record header and publishes the record (res_head). */
 CF_HIDDEN void cf__ring_rec_commit(cf_shm *s, uint64_t *head, uint32_t type,
                                    uint32_t len);

@@ -295,6 +295,7 @@ done:
 
 static cf_shm *shm;
 static uint64_t res_head; /* our write position in the result ring */
+static uint64_t res_tail; /* the parent's read position, as last read */
 
 /* Tells a sleeping parent that something happened (a claim, results, a
  * slot done): a WAKE frame on the socket, at most one per parent sleep. */
@@ -351,7 +352,8 @@ static unsigned char *reserve_result(uint32_t len)
 {
     uint64_t spin_until = 0;
     for (unsigned i = 0;; i++) {
-        unsigned char *p = cf__ring_rec_reserve(shm, &res_head, len);
+        unsigned char *p = cf__ring_rec_reserve_at(shm, &res_head, &res_tail,
+                                                   len);
         if (p != NULL)
             return p;
         if (i == 0)
@@ -368,7 +370,8 @@ static unsigned char *reserve_result(uint32_t len)
         uint32_t seen = atomic_load(&shm->space_futex);
         atomic_store(&shm->space_waiting, 1);
         atomic_thread_fence(memory_order_seq_cst);
-        if ((p = cf__ring_rec_reserve(shm, &res_head, len)) != NULL) {
+        if ((p = cf__ring_rec_reserve_at(shm, &res_head, &res_tail, len)) !=
+            NULL) {
             atomic_store(&shm->space_waiting, 0);
             return p;
         }
