@@ -49,9 +49,10 @@ static uint64_t spin_ns = 200000u;
  * posted receive per rank); longer ones are announced (CTL_BIG). */
 #define INLINE_MAX (128 * 1024)
 /* Frames sent ahead: many while tasks are short, else one.  A claim then
- * starts up to CLAIM_BATCH of them. */
+ * starts up to CLAIM_BATCH of them (claim_batch). */
 #define WINDOW_SHORT 128
 #define CLAIM_BATCH 64
+#define CLAIM_WORK_NS 500000u
 #define WINDOW_LONG 2
 #define PIPELINE_MAX_NS 200000u
 /* Frames queued behind one that has run this long go to an idle rank
@@ -1411,6 +1412,17 @@ static bool handle_result(mpi_pool *p, mworker *w, const unsigned char *item,
     return true;
 }
 
+/* Frames one claim starts while tasks are short: up to CLAIM_BATCH, and
+ * about CLAIM_WORK_NS of work (the frames granted with it can no longer
+ * be taken back by an idle rank); 1 while tasks are long or unknown. */
+static int claim_batch(const mpi_pool *p)
+{
+    if (p->ewma_ns == 0 || p->ewma_ns >= PIPELINE_MAX_NS)
+        return 1;
+    uint64_t n = CLAIM_WORK_NS / p->ewma_ns;
+    return n >= CLAIM_BATCH ? CLAIM_BATCH : n < 1 ? 1 : (int)n;
+}
+
 /* CLAIM of the frame whose first item is id: GO if its future can start,
  * SKIP if it was cancelled or taken back. */
 static bool handle_claim(mpi_pool *p, mworker *w, uint64_t id)
@@ -1437,9 +1449,8 @@ static bool handle_claim(mpi_pool *p, mworker *w, uint64_t id)
         /* Short tasks: the frames queued behind it on this rank start with
          * it, one claim for a batch (a round trip per task would cost more
          * than the tasks). */
-        for (int j = i + 1; j < w->n && j - i < CLAIM_BATCH && p->ewma_ns > 0 &&
-                            p->ewma_ns < PIPELINE_MAX_NS;
-             j++) {
+        int batch = claim_batch(p);
+        for (int j = i + 1; j < w->n && j - i < batch; j++) {
             mframe *nx = &w->fr[j];
             if (nx->state != F_AHEAD ||
                 cf_set_running_or_notify_cancel(nx->f) != CF_OK)
