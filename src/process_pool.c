@@ -1095,13 +1095,21 @@ static void kill_group(pworker *w, int sig)
     kill(w->pid, sig); /* should it have left its group */
 }
 
-static void apply_cancel(pworker *w)
+/* True when w claimed a slot this manager has not handled yet: the
+ * request may be for its task, so apply_cancel must look again after the
+ * claim is handled (it was lost: cf_kill_task of a task whose claim raced
+ * it let the task run to its end). */
+static bool apply_cancel(pworker *w)
 {
     if (w->state == W_DEAD)
-        return;
+        return false;
     pslot *ps = running_slot(w);
-    if (ps == NULL || ps->rs != NULL)
-        return;
+    if (ps == NULL)
+        return w->shm != NULL &&
+               atomic_load_explicit(&w->shm->claimed, memory_order_acquire) >
+                   w->claimed_seen;
+    if (ps->rs != NULL)
+        return false;
     uint32_t st = cf__state_load(ps->f);
     if ((st & FS_KILL_REQ) && !w->killed_task && !w->timed_out) {
         w->killed_task = true;
@@ -1111,6 +1119,7 @@ static void apply_cancel(pworker *w)
         atomic_store_explicit(&w->shm->cancel_id, ps->first_id + ps->done + 1,
                               memory_order_relaxed);
     }
+    return false;
 }
 
 /* How worker w died, from its wait status if we could reap it (reaped),
@@ -1622,7 +1631,8 @@ static void *manager_main(void *arg)
         if (p->cancel_check) {
             p->cancel_check = false;
             for (int i = 0; i < p->nslots; i++)
-                apply_cancel(p->w[i]);
+                if (apply_cancel(p->w[i]))
+                    p->cancel_check = true; /* again after its claim */
         }
         if (p->cancel_all && !p->cancel_done) {
             /* shutdown(cancel_futures): what waits in the slots too. */
