@@ -213,6 +213,14 @@ static cf_future *lane_pop_locked(thread_pool *p)
     return head;
 }
 
+/* lock held.  Moves what the lane holds to q, in its order. */
+static void lane_to_queue_locked(thread_pool *p)
+{
+    cf_future *f;
+    while ((f = lane_pop_locked(p)) != NULL)
+        cf__fq_push(&p->q, f);
+}
+
 /* lock held.  The next external task: by priority once the pool is in
  * priority mode (the lane's stragglers join q first), else the lane's
  * oldest. */
@@ -220,8 +228,7 @@ static cf_future *inject_pop_locked(thread_pool *p)
 {
     cf_future *f;
     if (p->q.by_priority) {
-        while ((f = lane_pop_locked(p)) != NULL)
-            cf__fq_push(&p->q, f);
+        lane_to_queue_locked(p);
         f = cf__fq_pop(&p->q);
     } else {
         f = lane_pop_locked(p);
@@ -1035,9 +1042,7 @@ static int tp_submit(cf_executor *ex, cf_future *f, unsigned flags)
         /* Priority mode from now on: what the lane holds joins q first,
          * in its order (fqueue.c orders them as older than f). */
         atomic_store_explicit(&p->prio_mode, true, memory_order_seq_cst);
-        cf_future *g;
-        while ((g = lane_pop_locked(p)) != NULL)
-            cf__fq_push(&p->q, g);
+        lane_to_queue_locked(p);
     }
     if (p->q.by_priority || *cf__queued_priority(f) != 0)
         cf__fq_push(&p->q, f);
